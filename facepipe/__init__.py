@@ -1,0 +1,1 @@
+"""Shared code of the face-recognition pipeline: settings, clients, key naming, result format."""

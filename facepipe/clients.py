@@ -1,0 +1,52 @@
+"""boto3 clients: S3 and SNS on Ceph RGW (private side), DynamoDB on AWS or a local server."""
+
+from __future__ import annotations
+
+import boto3
+from botocore.config import Config
+
+from facepipe.settings import Settings
+
+_RGW_CONFIG = Config(
+    s3={"addressing_style": "path"},
+    signature_version="s3v4",
+    retries={"max_attempts": 5, "mode": "standard"},
+    connect_timeout=5,
+    read_timeout=60,
+)
+
+
+def s3_client(settings: Settings):
+    """S3 client for the Ceph RGW endpoint."""
+    return boto3.client(
+        "s3",
+        endpoint_url=settings.s3_endpoint_url,
+        aws_access_key_id=settings.s3_access_key_id,
+        aws_secret_access_key=settings.s3_secret_access_key,
+        region_name=settings.s3_region,
+        config=_RGW_CONFIG,
+    )
+
+
+def sns_client(settings: Settings):
+    """SNS client for RGW's topic API (bucket notifications)."""
+    return boto3.client(
+        "sns",
+        endpoint_url=settings.s3_endpoint_url,
+        aws_access_key_id=settings.s3_access_key_id,
+        aws_secret_access_key=settings.s3_secret_access_key,
+        region_name=settings.s3_region,
+        config=Config(retries={"max_attempts": 5, "mode": "standard"}),
+    )
+
+
+def dynamodb_client(settings: Settings):
+    """DynamoDB client: AWS when DYNAMODB_ENDPOINT_URL is unset, else that server."""
+    return boto3.client(
+        "dynamodb",
+        endpoint_url=settings.dynamodb_endpoint_url,
+        aws_access_key_id=settings.aws_access_key_id,
+        aws_secret_access_key=settings.aws_secret_access_key,
+        region_name=settings.aws_region,
+        config=Config(retries={"max_attempts": 5, "mode": "standard"}, connect_timeout=5, read_timeout=10),
+    )

@@ -1,0 +1,46 @@
+"""Object key naming shared by the function, the notifier and the checker."""
+
+from __future__ import annotations
+
+import posixpath
+
+VIDEO_SUFFIXES = frozenset(
+    ".mp4 .m4v .mov .mkv .webm .avi .mpg .mpeg .ts .m2ts .flv .wmv .3gp .ogv .gif".split()
+)
+IMAGE_SUFFIXES = frozenset(".jpg .jpeg .png .bmp .webp .tif .tiff".split())
+MEDIA_SUFFIXES = VIDEO_SUFFIXES | IMAGE_SUFFIXES
+
+RESULT_SUFFIX = ".csv"
+ERROR_SUFFIX = ".error.json"
+
+
+def stem(key: str) -> str:
+    """The key without its last extension; folders are kept (`a/b.mp4` -> `a/b`)."""
+    folder, name = posixpath.split(key)
+    base, _ext = posixpath.splitext(name)
+    return posixpath.join(folder, base or name)
+
+
+def result_key(key: str) -> str:
+    return stem(key) + RESULT_SUFFIX
+
+
+def error_key(key: str) -> str:
+    return stem(key) + ERROR_SUFFIX
+
+
+def is_media_name(name: str) -> bool:
+    return posixpath.splitext(name.lower())[1] in MEDIA_SUFFIXES
+
+
+def validate_key(key: object) -> str:
+    """Return `key` if it is a usable object key, else raise ValueError with the reason."""
+    if not isinstance(key, str) or not key:
+        raise ValueError("key must be a non-empty string")
+    if len(key.encode()) > 1024:
+        raise ValueError("key is longer than 1024 bytes")
+    if any(ord(c) < 32 for c in key):
+        raise ValueError("key contains control characters")
+    if key.endswith("/"):
+        raise ValueError("key names a folder, not an object")
+    return key

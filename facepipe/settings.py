@@ -1,0 +1,118 @@
+"""Settings from the environment, a `.env` file and OpenFaaS secrets.
+
+Order of precedence for every setting: an OpenFaaS secret file (only for the
+credentials and the token), then the process environment, then `.env` at the
+repository root (or the file named by ``FACEPIPE_ENV_FILE``), then the default.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+from dotenv import load_dotenv
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_SECRETS_DIR = "/var/openfaas/secrets"
+
+#: Settings that may come from a mounted secret, with the secret's file name.
+SECRET_NAMES = {
+    "S3_ACCESS_KEY_ID": "s3-access-key-id",
+    "S3_SECRET_ACCESS_KEY": "s3-secret-access-key",
+    "AWS_ACCESS_KEY_ID": "aws-access-key-id",
+    "AWS_SECRET_ACCESS_KEY": "aws-secret-access-key",
+    "NOTIFY_TOKEN": "notify-token",
+}
+
+
+class SettingsError(ValueError):
+    """A setting is missing or malformed."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    s3_endpoint_url: str | None = None
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: str | None = None
+    s3_region: str = "us-east-1"
+    input_bucket: str = "input"
+    output_bucket: str = "output"
+    dynamodb_endpoint_url: str | None = None
+    aws_region: str = "us-east-1"
+    aws_access_key_id: str | None = None
+    aws_secret_access_key: str | None = None
+    students_table: str = "students"
+    openfaas_gateway: str = "http://127.0.0.1:8080"
+    function_name: str = "face-recognition"
+    notify_token: str | None = None
+    known_faces: str | None = None
+    # Recognition
+    match_tolerance: float = 0.6
+    max_object_bytes: int = 200 * 1024 * 1024
+    frame_interval_s: float = 1.0
+    max_frames: int = 30
+    detect_width: int = 640
+    ffmpeg_timeout_s: float = 60.0
+    student_cache_ttl_s: float = 300.0
+    # Notifier
+    notify_url: str = "http://127.0.0.1:8090/"
+    notifier_concurrency: int = 4
+    invoke_attempts: int = 5
+    invoke_timeout_s: float = 300.0
+    reconcile_interval_s: float = 60.0
+    topic_name: str = "face-recognition-input"
+    persistent_notifications: bool = False
+
+    def require(self, *names: str) -> None:
+        """Raise SettingsError naming every listed setting that is empty."""
+        missing = [n.upper() for n in names if getattr(self, n) in (None, "")]
+        if missing:
+            raise SettingsError("missing settings: " + ", ".join(missing))
+
+
+def _read_secret(name: str, secrets_dir: Path) -> str | None:
+    path = secrets_dir / name
+    try:
+        return path.read_text().strip() or None
+    except (FileNotFoundError, NotADirectoryError, PermissionError):
+        return None
+
+
+def _convert(raw: str, default: object, name: str) -> object:
+    if isinstance(default, bool):
+        if raw.lower() in ("1", "true", "yes", "on"):
+            return True
+        if raw.lower() in ("0", "false", "no", "off", ""):
+            return False
+        raise SettingsError(f"{name} must be true or false, not {raw!r}")
+    if isinstance(default, (int, float)):
+        try:
+            value = type(default)(raw)
+        except ValueError:
+            raise SettingsError(f"{name} must be a number, not {raw!r}") from None
+        if value < 0:
+            raise SettingsError(f"{name} must not be negative")
+        return value
+    if default is None:
+        return raw or None
+    return raw
+
+
+def load_settings(env_file: str | os.PathLike | None = None) -> Settings:
+    """Build Settings from secrets, the environment and `.env`."""
+    env_path = Path(env_file or os.environ.get("FACEPIPE_ENV_FILE") or REPO_ROOT / ".env")
+    if env_path.is_file():
+        load_dotenv(env_path, override=False)
+    secrets_dir = Path(os.environ.get("SECRETS_DIR", DEFAULT_SECRETS_DIR))
+    values: dict[str, object] = {}
+    for field in fields(Settings):
+        name = field.name.upper()
+        raw = None
+        if name in SECRET_NAMES:
+            raw = _read_secret(SECRET_NAMES[name], secrets_dir)
+        if raw is None:
+            raw = os.environ.get(name)
+        if raw is not None:
+            values[field.name] = _convert(raw.strip(), field.default, name)
+    return Settings(**values)
