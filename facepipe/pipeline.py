@@ -1,0 +1,227 @@
+"""The function's work for one object: fetch, recognise, look up, write the result.
+
+Idempotent: the result carries the source object's ETag in its metadata, and a
+request for an object whose result (or error record) already has that ETag
+returns the stored answer without doing the work again. Exactly one of
+`<stem>.csv` and `<stem>.error.json` exists after a run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from botocore.exceptions import ClientError
+
+from facepipe import keys, metrics
+from facepipe.clients import s3_client
+from facepipe.events import BadRequest
+from facepipe.known_faces import load_known_faces
+from facepipe.media import MediaError, sample_frames
+from facepipe.recognition import Recognition, Recognizer
+from facepipe.results import Student, parse_csv, parse_error, render_csv, render_error
+from facepipe.settings import Settings
+from facepipe.students import StudentDirectory
+
+log = logging.getLogger("facepipe.function")
+
+ETAG_METADATA = "source-etag"
+
+
+class NotFound(Exception):
+    """The object does not exist (any more)."""
+
+
+@dataclass
+class Outcome:
+    """What happened to one object; `status` is the HTTP status the function answers with."""
+
+    bucket: str
+    key: str
+    status: int
+    outcome: str  # ok | error | skipped | not_found
+    output_key: str | None = None
+    people: list[Student] = field(default_factory=list)
+    error: dict | None = None
+    faces: int = 0
+    unknown_faces: int = 0
+    frames: int = 0
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        body = {
+            "bucket": self.bucket,
+            "key": self.key,
+            "outcome": self.outcome,
+            "output_key": self.output_key,
+            "people": [vars(p) for p in self.people],
+            "faces": self.faces,
+            "unknown_faces": self.unknown_faces,
+            "frames": self.frames,
+            "timings": {k: round(v, 4) for k, v in self.timings.items()},
+        }
+        if self.error:
+            body["error"] = self.error
+        return body
+
+
+def _is_missing(exc: ClientError) -> bool:
+    return exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound")
+
+
+class FaceRecognitionService:
+    """Everything that is loaded once per process: clients, models, known faces."""
+
+    def __init__(self, settings: Settings, s3=None, students: StudentDirectory | None = None):
+        settings.require("known_faces", "input_bucket", "output_bucket", "students_table")
+        self.settings = settings
+        self.s3 = s3 or s3_client(settings)
+        self.students = students or StudentDirectory(settings)
+        self.recognizer = Recognizer(
+            load_known_faces(settings.known_faces),
+            tolerance=settings.match_tolerance,
+            detect_width=settings.detect_width,
+        )
+
+    def _head(self, bucket: str, key: str) -> dict | None:
+        try:
+            return self.s3.head_object(Bucket=bucket, Key=key)
+        except ClientError as exc:
+            if _is_missing(exc):
+                return None
+            raise
+
+    def _stored(self, bucket: str, key: str, etag: str) -> Outcome | None:
+        """The stored answer for this exact object version, if there is one."""
+        output = self.settings.output_bucket
+        for output_key, is_error in ((keys.result_key(key), False), (keys.error_key(key), True)):
+            head = self._head(output, output_key)
+            if head is None or head.get("Metadata", {}).get(ETAG_METADATA) != etag:
+                continue
+            body = self.s3.get_object(Bucket=output, Key=output_key)["Body"].read().decode()
+            try:
+                if is_error:
+                    return Outcome(bucket, key, 422, "skipped", output_key, error=parse_error(body))
+                return Outcome(bucket, key, 200, "skipped", output_key, people=parse_csv(body))
+            except ValueError:
+                return None  # unreadable stored answer: do the work again
+        return None
+
+    def _write(self, key: str, etag: str, text: str, content_type: str, is_error: bool) -> str:
+        output = self.settings.output_bucket
+        output_key, other_key = keys.result_key(key), keys.error_key(key)
+        if is_error:
+            output_key, other_key = other_key, output_key
+        self.s3.put_object(
+            Bucket=output,
+            Key=output_key,
+            Body=text.encode(),
+            ContentType=content_type,
+            Metadata={ETAG_METADATA: etag},
+        )
+        self.s3.delete_object(Bucket=output, Key=other_key)
+        return output_key
+
+    def process(self, bucket: str, key: str) -> Outcome:
+        keys.validate_key(key)
+        if bucket != self.settings.input_bucket:
+            raise BadRequest(f"bucket {bucket!r} is not the input bucket of this function")
+        started = time.perf_counter()
+        timings: dict[str, float] = {}
+        head = self._head(bucket, key)
+        if head is None:
+            raise NotFound(f"object {key!r} does not exist in bucket {bucket!r}")
+        etag = head.get("ETag", "").strip('"')
+        stored = self._stored(bucket, key, etag)
+        if stored is not None:
+            stored.timings = {"total": time.perf_counter() - started}
+            return stored
+        size = head.get("ContentLength", 0)
+        try:
+            if size > self.settings.max_object_bytes:
+                limit = self.settings.max_object_bytes
+                raise MediaError("too_large", f"object is {size} bytes, the limit is {limit} bytes")
+            recognition = self._recognize(bucket, key, timings)
+        except MediaError as exc:
+            record = render_error(key, exc.kind, exc.detail)
+            t = time.perf_counter()
+            output_key = self._write(key, etag, record, "application/json", is_error=True)
+            timings["upload"] = time.perf_counter() - t
+            timings["total"] = time.perf_counter() - started
+            return Outcome(bucket, key, 422, "error", output_key, error=json.loads(record), timings=timings)
+        t = time.perf_counter()
+        people = self.students.lookup(recognition.people)
+        timings["lookup"] = time.perf_counter() - t
+        t = time.perf_counter()
+        output_key = self._write(key, etag, render_csv(people), "text/csv", is_error=False)
+        timings["upload"] = time.perf_counter() - t
+        timings["total"] = time.perf_counter() - started
+        return Outcome(
+            bucket,
+            key,
+            200,
+            "ok",
+            output_key,
+            people=people,
+            faces=len(recognition.hits),
+            unknown_faces=recognition.unknown_faces,
+            frames=recognition.frames,
+            timings=timings,
+        )
+
+    def _recognize(self, bucket: str, key: str, timings: dict[str, float]) -> Recognition:
+        suffix = Path(key).suffix if len(Path(key).suffix) <= 16 else ""
+        fd, name = tempfile.mkstemp(prefix="facerec-", suffix=suffix)
+        path = Path(name)
+        try:
+            t = time.perf_counter()
+            with os.fdopen(fd, "wb") as file:
+                try:
+                    self.s3.download_fileobj(bucket, key, file)
+                except ClientError as exc:
+                    if _is_missing(exc):
+                        raise NotFound(f"object {key!r} was deleted before it could be read") from None
+                    raise
+            timings["download"] = time.perf_counter() - t
+            frames = sample_frames(
+                path,
+                interval_s=self.settings.frame_interval_s,
+                max_frames=self.settings.max_frames,
+                timeout_s=self.settings.ffmpeg_timeout_s,
+            )
+            recognition = self.recognizer.recognize(frames)
+            timings["decode"] = recognition.decode_s
+            timings["detect"] = recognition.detect_s
+            return recognition
+        finally:
+            path.unlink(missing_ok=True)
+
+    def handle(self, bucket: str, key: str) -> Outcome:
+        """Process and record metrics and the operator's log line; errors propagate."""
+        try:
+            outcome = self.process(bucket, key)
+        except NotFound as exc:
+            log.info("key=%s outcome=not_found detail=%s", key, exc)
+            metrics.VIDEOS.labels("not_found").inc()
+            raise
+        metrics.VIDEOS.labels(outcome.outcome).inc()
+        for stage in metrics.STAGES:
+            if stage in outcome.timings:
+                metrics.STAGE_SECONDS.labels(stage).observe(outcome.timings[stage])
+        if outcome.outcome != "skipped":
+            metrics.VIDEO_SECONDS.observe(outcome.timings.get("total", 0.0))
+            metrics.FACES.labels("known").inc(outcome.faces - outcome.unknown_faces)
+            metrics.FACES.labels("unknown").inc(outcome.unknown_faces)
+        stage_text = " ".join(f"{k}={v:.3f}" for k, v in outcome.timings.items())
+        people = ",".join(p.name for p in outcome.people) or "-"
+        detail = f" error={outcome.error['error']}" if outcome.error else ""
+        log.info(
+            "key=%s outcome=%s people=%s faces=%d frames=%d%s %s",
+            key, outcome.outcome, people, outcome.faces, outcome.frames, detail, stage_text,
+        )  # fmt: skip
+        return outcome

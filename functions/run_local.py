@@ -1,0 +1,183 @@
+"""Run the face-recognition function locally the way OpenFaaS does.
+
+Starts `--workers` processes of `functions/face-recognition/index.py` (the
+python3-http template contract, each on its own loopback port, one request at
+a time, like a replica behind of-watchdog) and a small gateway that serves
+`POST /function/<name>` (and `/`), handing each request to an idle worker.
+Workers that die are started again; a request that was on a dying worker gets
+502, like the OpenFaaS gateway answers, and the notifier retries it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import requests
+from flask import Flask, Response, request
+from waitress import serve
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))
+
+from facepipe.settings import load_settings  # noqa: E402
+
+FUNCTION_DIR = REPO_ROOT / "functions" / "face-recognition"
+log = logging.getLogger("facepipe.runner")
+
+
+class Worker:
+    def __init__(self, number: int, port: int):
+        self.number = number
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.process: subprocess.Popen | None = None
+        self.session = requests.Session()
+        self.ready = False
+
+    def start(self) -> None:
+        env = dict(os.environ, PORT=str(self.port), HOST="127.0.0.1", PYTHONUNBUFFERED="1")
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+        self.ready = False
+        self.process = subprocess.Popen([sys.executable, "index.py"], cwd=FUNCTION_DIR, env=env)
+        log.info("worker %d started (pid %d, port %d)", self.number, self.process.pid, self.port)
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def check_ready(self) -> bool:
+        try:
+            self.ready = self.session.get(self.url + "/healthz", timeout=1).ok
+        except requests.RequestException:
+            self.ready = False
+        return self.ready
+
+
+class Gateway:
+    def __init__(self, workers: list[Worker], function_name: str, timeout_s: float):
+        self.workers = workers
+        self.function_name = function_name
+        self.timeout_s = timeout_s
+        self.idle: queue.Queue[Worker] = queue.Queue()
+        self.stopping = threading.Event()
+
+    def supervise(self) -> None:
+        """Start workers, put them in the idle queue once healthy, restart dead ones."""
+        for worker in self.workers:
+            worker.start()
+        pending = set(self.workers)
+        while not self.stopping.is_set():
+            for worker in self.workers:
+                if not worker.alive() and not self.stopping.is_set():
+                    log.warning("worker %d exited with %s; starting it again", worker.number, worker.process.returncode)
+                    worker.start()
+                    pending.add(worker)
+            for worker in list(pending):
+                if worker.check_ready():
+                    pending.discard(worker)
+                    self.idle.put(worker)
+                    log.info("worker %d ready", worker.number)
+            self.stopping.wait(0.2)
+
+    @property
+    def ready(self) -> bool:
+        return all(worker.ready for worker in self.workers)
+
+    def forward(self, path: str) -> Response:
+        try:
+            worker = self.idle.get(timeout=self.timeout_s)
+        except queue.Empty:
+            return Response("no function worker became free in time\n", status=503)
+        try:
+            upstream = worker.session.request(
+                request.method,
+                worker.url + "/" + path,
+                params=request.args,
+                data=request.get_data(),
+                headers={k: v for k, v in request.headers if k.lower() not in ("host", "content-length")},
+                timeout=self.timeout_s,
+            )
+        except requests.RequestException as exc:
+            log.warning("worker %d failed during a request: %s", worker.number, exc)
+            worker.ready = False
+            if worker.alive():
+                self.idle.put(worker)
+            return Response(f"function worker failed: {type(exc).__name__}\n", status=502)
+        self.idle.put(worker)
+        headers = {k: v for k, v in upstream.headers.items() if k.lower() in ("content-type",)}
+        return Response(upstream.content, status=upstream.status_code, headers=headers)
+
+    def stop(self) -> None:
+        self.stopping.set()
+        for worker in self.workers:
+            if worker.alive():
+                worker.process.terminate()
+        for worker in self.workers:
+            if worker.process is not None:
+                try:
+                    worker.process.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    worker.process.kill()
+
+
+def create_app(gateway: Gateway) -> Flask:
+    app = Flask(__name__)
+
+    @app.get("/healthz")
+    def healthz() -> Response:
+        ready = sum(w.ready for w in gateway.workers)
+        status = 200 if gateway.ready else 503
+        return Response(f"{ready}/{len(gateway.workers)} workers ready\n", status=status, mimetype="text/plain")
+
+    methods = ["GET", "POST", "PUT", "PATCH", "DELETE"]
+
+    @app.route("/function/<name>", defaults={"path": ""}, methods=methods)
+    @app.route("/function/<name>/<path:path>", methods=methods)
+    def function(name: str, path: str) -> Response:
+        if name != gateway.function_name:
+            return Response(f"no function named {name!r}\n", status=404)
+        return gateway.forward(path)
+
+    @app.route("/", methods=["POST"])
+    def root() -> Response:
+        return gateway.forward("")
+
+    return app
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--worker-base-port", type=int, default=0, help="first worker port (default: --port + 1)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.getLogger("waitress.queue").setLevel(logging.ERROR)
+    settings = load_settings()
+    base = args.worker_base_port or args.port + 1
+    workers = [Worker(n, base + n) for n in range(max(1, args.workers))]
+    gateway = Gateway(workers, settings.function_name, settings.invoke_timeout_s)
+    threading.Thread(target=gateway.supervise, name="supervisor", daemon=True).start()
+
+    def shutdown(signum, frame) -> None:
+        gateway.stop()
+        sys.exit(0)
+
+    signal.signal(signal.SIGTERM, shutdown)
+    signal.signal(signal.SIGINT, shutdown)
+    log.info("gateway on http://%s:%d/function/%s with %d workers", args.host, args.port,
+             settings.function_name, len(workers))  # fmt: skip
+    serve(create_app(gateway), host=args.host, port=args.port, threads=max(8, 4 * len(workers)), ident="gateway")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,43 @@
+"""Fixtures shared by all test folders."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from facepipe.mapping import parse_mapping
+from facepipe.sample import build_sample
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DATA_DIR = REPO_ROOT / "data"
+FUNCTION_DIR = REPO_ROOT / "functions" / "face-recognition"
+
+# Tests never read the developer's .env: each test states the settings it needs.
+os.environ["FACEPIPE_ENV_FILE"] = str(REPO_ROOT / "tests" / "no-such.env")
+
+
+def cse546_dir() -> Path:
+    return Path(os.environ.get("CSE546_DIR", REPO_ROOT.parent / "shared" / "cse546")).resolve()
+
+
+@pytest.fixture(scope="session")
+def sample_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The built-in sample videos, generated once per test session."""
+    folder = tmp_path_factory.mktemp("sample")
+    build_sample(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def sample_mapping() -> list:
+    return parse_mapping((DATA_DIR / "sample_mapping").read_text())
+
+
+@pytest.fixture(scope="session")
+def cse546() -> Path:
+    folder = cse546_dir()
+    if not (folder / "mapping").is_file():
+        pytest.skip(f"CSE546 reference data not found at {folder} (set CSE546_DIR to its folder)")
+    return folder

@@ -1,0 +1,229 @@
+"""The function through the python3-http template contract (index.py -> handler.handle), on moto S3/DynamoDB."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from facepipe.results import Student, parse_csv
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+FUNCTION_DIR = REPO_ROOT / "functions" / "face-recognition"
+
+ENV = {
+    "INPUT_BUCKET": "input",
+    "OUTPUT_BUCKET": "output",
+    "STUDENTS_TABLE": "students",
+    "KNOWN_FACES": str(REPO_ROOT / "data" / "known_faces.json"),
+    "AWS_ACCESS_KEY_ID": "test",
+    "AWS_SECRET_ACCESS_KEY": "test",
+    "S3_ACCESS_KEY_ID": "test",
+    "S3_SECRET_ACCESS_KEY": "test",
+    "MAX_OBJECT_BYTES": "3000000",
+    "SECRETS_DIR": "/nonexistent",
+}
+
+
+def _load_index():
+    sys.path.insert(0, str(FUNCTION_DIR))
+    spec = importlib.util.spec_from_file_location("function_index", FUNCTION_DIR / "index.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def env():
+    patch = pytest.MonkeyPatch()
+    for name, value in ENV.items():
+        patch.setenv(name, value)
+    for name in ("S3_ENDPOINT_URL", "DYNAMODB_ENDPOINT_URL"):
+        patch.delenv(name, raising=False)
+    with mock_aws():
+        s3 = boto3.client("s3", region_name="us-east-1")
+        s3.create_bucket(Bucket="input")
+        s3.create_bucket(Bucket="output")
+        dynamodb = boto3.client("dynamodb", region_name="us-east-1")
+        dynamodb.create_table(
+            TableName="students",
+            KeySchema=[{"AttributeName": "name", "KeyType": "HASH"}],
+            AttributeDefinitions=[{"AttributeName": "name", "AttributeType": "S"}],
+            BillingMode="PAY_PER_REQUEST",
+        )
+        for student in json.loads((REPO_ROOT / "data" / "student_data.json").read_text()):
+            dynamodb.put_item(
+                TableName="students",
+                Item={
+                    "name": {"S": student["name"]},
+                    "id": {"N": str(student["id"])},
+                    "major": {"S": student["major"]},
+                    "year": {"S": student["year"]},
+                },
+            )
+        index = _load_index()
+        index.handler._service = None
+        yield {"s3": s3, "client": index.app.test_client(), "index": index}
+    patch.undo()
+
+
+def invoke(env, payload: object, method: str = "POST"):
+    body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    response = env["client"].open("/", method=method, data=body, content_type="application/json")
+    return response.status_code, (response.get_json(silent=True) or {})
+
+
+def output_keys(env) -> set[str]:
+    return {o["Key"] for o in env["s3"].list_objects_v2(Bucket="output").get("Contents", [])}
+
+
+def read_output(env, key: str) -> str:
+    return env["s3"].get_object(Bucket="output", Key=key)["Body"].read().decode()
+
+
+def upload(env, key: str, data: bytes) -> None:
+    env["s3"].put_object(Bucket="input", Key=key, Body=data)
+
+
+def test_recognises_and_writes_the_csv(env, sample_dir: Path) -> None:
+    upload(env, "sample_both.mp4", (sample_dir / "sample_both.mp4").read_bytes())
+    status, body = invoke(env, {"bucket": "input", "key": "sample_both.mp4"})
+    assert status == 200, body
+    assert body["outcome"] == "ok" and body["output_key"] == "sample_both.csv"
+    assert [p["name"] for p in body["people"]] == ["grace_hopper", "eileen_collins"]
+    assert set(body["timings"]) >= {"download", "decode", "detect", "lookup", "upload", "total"}
+    assert parse_csv(read_output(env, "sample_both.csv")) == [
+        Student("grace_hopper", "computer_science", "senior"),
+        Student("eileen_collins", "aerospace_engineering", "junior"),
+    ]
+
+
+def test_same_object_twice_gives_one_result(env, sample_dir: Path) -> None:
+    upload(env, "twice.mp4", (sample_dir / "sample_hopper.mp4").read_bytes())
+    first = invoke(env, {"bucket": "input", "key": "twice.mp4"})
+    second = invoke(env, {"bucket": "input", "key": "twice.mp4"})
+    assert first[0] == second[0] == 200
+    assert first[1]["outcome"] == "ok" and second[1]["outcome"] == "skipped"
+    assert second[1]["people"] == first[1]["people"]
+    assert {k for k in output_keys(env) if k.startswith("twice")} == {"twice.csv"}
+
+
+def test_nobody_gives_header_only(env, sample_dir: Path) -> None:
+    upload(env, "nobody.mov", (sample_dir / "sample_nobody.mov").read_bytes())
+    status, body = invoke(env, {"bucket": "input", "key": "nobody.mov"})
+    assert status == 200 and body["people"] == []
+    assert read_output(env, "nobody.csv") == "name,major,year\n"
+
+
+def test_unreadable_media_gives_an_error_record_and_422(env) -> None:
+    upload(env, "notes.mp4", b"these are my lecture notes, not a video\n")
+    status, body = invoke(env, {"bucket": "input", "key": "notes.mp4"})
+    assert status == 422 and body["outcome"] == "error"
+    record = json.loads(read_output(env, "notes.error.json"))
+    assert record["key"] == "notes.mp4" and record["error"] == "unreadable" and record["detail"]
+    assert "notes.csv" not in output_keys(env)
+
+
+def test_a_fixed_upload_replaces_its_error_record(env, sample_dir: Path) -> None:
+    upload(env, "fixed.mp4", b"")
+    assert invoke(env, {"bucket": "input", "key": "fixed.mp4"})[0] == 422
+    assert "fixed.error.json" in output_keys(env)
+    upload(env, "fixed.mp4", (sample_dir / "sample_collins.mp4").read_bytes())
+    status, body = invoke(env, {"bucket": "input", "key": "fixed.mp4"})
+    assert status == 200 and [p["name"] for p in body["people"]] == ["eileen_collins"]
+    assert {k for k in output_keys(env) if k.startswith("fixed")} == {"fixed.csv"}
+
+
+def test_too_large_object_is_refused_without_download(env, monkeypatch: pytest.MonkeyPatch) -> None:
+    upload(env, "huge.mp4", b"\0" * 3_000_001)
+    service = env["index"].handler.service()
+
+    def no_download(*args, **kwargs):
+        raise AssertionError("an object over the limit must not be downloaded")
+
+    monkeypatch.setattr(service.s3, "download_fileobj", no_download)
+    status, body = invoke(env, {"bucket": "input", "key": "huge.mp4"})
+    assert status == 422 and body["error"]["error"] == "too_large"
+    assert json.loads(read_output(env, "huge.error.json"))["error"] == "too_large"
+
+
+def test_raw_s3_event_is_accepted(env, sample_dir: Path) -> None:
+    upload(env, "dir/raw event.jpg", (sample_dir / "sample_hopper_photo.jpg").read_bytes())
+    event = {
+        "Records": [
+            {
+                "eventName": "ObjectCreated:Put",
+                "s3": {"bucket": {"name": "input"}, "object": {"key": "dir/raw+event.jpg"}},
+            },
+            {"eventName": "ObjectCreated:Post", "s3": {"bucket": {"name": "input"}, "object": {"key": "ignored.mp4"}}},
+        ]
+    }
+    status, body = invoke(env, event)
+    assert status == 200
+    assert [(r["key"], [p["name"] for p in r["people"]]) for r in body["results"]] == [
+        ("dir/raw event.jpg", ["grace_hopper"])
+    ]
+    assert "dir/raw event.csv" in output_keys(env)
+
+
+@pytest.mark.parametrize(
+    ("payload", "status", "message"),
+    [
+        (b"{not json", 400, "not valid JSON"),
+        ({"bucket": "input"}, 400, "missing field"),
+        ({"key": "x.mp4"}, 400, "missing field"),
+        ([1, 2], 400, "expected a JSON object"),
+        ({"bucket": "other", "key": "x.mp4"}, 400, "not the input bucket"),
+        ({"bucket": "input", "key": "gone.mp4"}, 404, "does not exist"),
+        ({"bucket": "input", "key": "bad\nkey.mp4"}, 400, "control characters"),
+        ({"Records": [{"s3": {}}]}, 400, "record 0"),
+    ],
+)
+def test_bad_requests_get_clear_errors(env, payload: object, status: int, message: str) -> None:
+    got_status, body = invoke(env, payload)
+    assert got_status == status
+    assert message in body["error"]
+
+
+def test_wrong_method_and_oversized_body(env) -> None:
+    assert invoke(env, {}, method="GET")[0] == 405
+    response = env["client"].post("/", data=b"x" * (2 * 1024 * 1024), content_type="application/json")
+    assert response.status_code == 413
+
+
+def test_database_outage_is_retryable_503(env, sample_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from botocore.exceptions import EndpointConnectionError
+
+    upload(env, "dbdown.mp4", (sample_dir / "sample_hopper.mp4").read_bytes())
+    students = env["index"].handler.service().students
+
+    def unreachable(**kwargs):
+        raise EndpointConnectionError(endpoint_url="http://dynamodb.invalid")
+
+    monkeypatch.setattr(students, "_cache", {})
+    monkeypatch.setattr(students._client, "get_item", unreachable)
+    status, body = invoke(env, {"bucket": "input", "key": "dbdown.mp4"})
+    assert status == 503 and "unavailable" in body["error"]
+    assert not {k for k in output_keys(env) if k.startswith("dbdown")}
+
+
+def test_metrics_and_health(env) -> None:
+    assert env["client"].get("/healthz").status_code == 200
+    text = env["client"].get("/metrics").get_data(as_text=True)
+    assert 'facerec_videos_total{outcome="ok"}' in text
+    assert 'facerec_stage_seconds_bucket{le="0.005",stage="detect"}' in text
+
+
+def test_no_temp_files_left(env, sample_dir: Path) -> None:
+    before = set(Path(tempfile.gettempdir()).glob("facerec-*"))
+    upload(env, "tmpcheck.mp4", (sample_dir / "sample_hopper.mp4").read_bytes())
+    upload(env, "tmpbad.mp4", b"garbage" * 100)
+    invoke(env, {"bucket": "input", "key": "tmpcheck.mp4"})
+    invoke(env, {"bucket": "input", "key": "tmpbad.mp4"})
+    assert set(Path(tempfile.gettempdir()).glob("facerec-*")) == before
