@@ -1,0 +1,128 @@
+"""The function's and the notifier's Dockerfiles: lint (hadolint) and structure."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import deploylib
+import pytest
+from deploylib import FUNCTION_DIR, FUNCTION_DOCKERFILE, NOTIFIER_DOCKERFILE, REPO
+
+DOCKERFILES = [FUNCTION_DOCKERFILE, NOTIFIER_DOCKERFILE]
+PINNED_DIGEST = re.compile(r"^[\w./-]+:\d+(\.\d+)+[\w.-]*@sha256:[0-9a-f]{64}$")
+EXACT_TAG = re.compile(r"^[\w./-]+:\d+\.\d+\.\d+$")
+
+
+def _hadolint() -> str | None:
+    beside_python = Path(sys.executable).with_name("hadolint")
+    return str(beside_python) if beside_python.is_file() else shutil.which("hadolint")
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: str(p.relative_to(REPO)))
+def test_hadolint_finds_nothing(dockerfile: Path) -> None:
+    hadolint = _hadolint()
+    if hadolint is None:
+        pytest.skip("hadolint is not installed (pip install -r requirements-dev.txt)")
+    result = subprocess.run([hadolint, "--no-color", str(dockerfile)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: str(p.relative_to(REPO)))
+def test_bases_are_pinned_and_the_image_runs_as_non_root(dockerfile: Path) -> None:
+    args, stages = deploylib.parse_dockerfile(dockerfile)
+    assert len(stages) >= 2, "multi-stage: a build stage and a runtime stage"
+    for stage in stages:
+        image = deploylib.resolve_args(stage.base, args)
+        if image in {s.name for s in stages}:
+            continue
+        assert ":latest" not in image and ":" in image, f"unpinned base {image}"
+        if image.startswith("python:"):
+            assert PINNED_DIGEST.match(image), f"{image}: pin the Python base by tag and digest"
+        else:
+            assert EXACT_TAG.match(image), f"{image}: pin by an exact version tag"
+    final = stages[-1]
+    users = final.all("USER")
+    assert users, "the runtime stage must switch to a non-root user"
+    user = users[-1].args.split(":")[0]
+    assert user not in ("root", "0") and (not user.isdigit() or int(user) >= 1000)
+    assert final.all("HEALTHCHECK"), "HEALTHCHECK missing"
+    assert not any("pip install" in i.args for i in final.all("RUN")), "install Python packages in the build stage"
+    assert any("--from=build" in i.args and "/opt/venv" in i.args for i in final.all("COPY"))
+
+
+def test_both_images_share_one_python_base() -> None:
+    bases = {deploylib.parse_dockerfile(path)[0]["PYTHON_IMAGE"] for path in DOCKERFILES}
+    assert len(bases) == 1
+
+
+def test_function_image_has_ffmpeg_the_watchdog_and_the_template_contract() -> None:
+    args, stages = deploylib.parse_dockerfile(FUNCTION_DOCKERFILE)
+    names = [s.name for s in stages]
+    assert names == ["watchdog", "build", "runtime"]
+    assert deploylib.resolve_args(stages[0].base, args).startswith("ghcr.io/openfaas/of-watchdog:")
+    final = stages[-1]
+    installs = " ".join(i.args for i in final.all("RUN"))
+    assert re.search(r"apt-get install -y --no-install-recommends ffmpeg", installs)
+    assert "rm -rf /var/lib/apt/lists/*" in installs
+    assert any(i.args == "--from=watchdog /fwatchdog /usr/bin/fwatchdog" for i in final.all("COPY"))
+    assert final.all("CMD")[-1].args == '["fwatchdog"]'
+    env = deploylib.dockerfile_env(final)
+    assert env["fprocess"] == "python index.py"
+    assert env["mode"] == "http"
+    assert env["upstream_url"] == f"http://127.0.0.1:{env['PORT']}"
+    assert env["HOST"] == "127.0.0.1", "only the watchdog talks to the upstream server"
+    assert env["PATH"].startswith("/opt/venv/bin:")
+    assert final.all("WORKDIR")[-1].args == "/home/app"
+    # index.py is what fprocess runs, from WORKDIR.
+    assert (FUNCTION_DIR / env["fprocess"].split()[1]).is_file()
+
+
+def test_function_build_installs_wheels_only_and_dlib_bin() -> None:
+    _, stages = deploylib.parse_dockerfile(FUNCTION_DOCKERFILE)
+    build = stages[1]
+    run = " ".join(i.args for i in build.all("RUN"))
+    # Wheels only (nothing compiled) except the one pure-data source package. pip applies
+    # the two options in order: --only-binary=:all: given after --no-binary would cancel it.
+    assert "pip install --only-binary=:all: --no-binary=face_recognition_models -r /tmp/requirements.txt" in run
+    assert 'pip install --only-binary=:all: --no-deps "face_recognition==${FACE_RECOGNITION_VERSION}"' in run
+    assert 'python -c "import cv2, dlib, face_recognition' in run
+    assert not any(key.startswith(("PIP_ONLY_BINARY", "PIP_NO_BINARY")) for key in deploylib.dockerfile_env(build))
+    requirements = (FUNCTION_DIR / "requirements.txt").read_text()
+    assert re.search(r"^dlib-bin==", requirements, re.M) and not re.search(r"^dlib==", requirements, re.M)
+
+
+def _pins(text: str) -> dict[str, str]:
+    return {
+        name.lower().replace("_", "-"): version
+        for name, version in re.findall(r"(?m)^\s*([A-Za-z0-9_.\-]+)==([\w.]+)", text)
+    }
+
+
+def test_notifier_image_pins_agree_with_requirements() -> None:
+    dockerfile_pins = _pins(NOTIFIER_DOCKERFILE.read_text().replace("\\", "\n"))
+    assert set(dockerfile_pins) == {"boto3", "flask", "prometheus-client", "python-dotenv", "requests", "waitress"}
+    project_pins = _pins((REPO / "requirements.txt").read_text())
+    project_pins.update(_pins((FUNCTION_DIR / "requirements.txt").read_text()))
+    for name, version in dockerfile_pins.items():
+        assert project_pins.get(name) == version, f"{name}: {version} in notifier/Dockerfile, {project_pins.get(name)}"
+
+
+def test_notifier_image_copies_what_it_runs() -> None:
+    _, stages = deploylib.parse_dockerfile(NOTIFIER_DOCKERFILE)
+    final = stages[-1]
+    sources = [i.args.split()[0] for i in final.all("COPY") if "--from" not in i.args]
+    assert sources == ["facepipe/", "notifier/notification.py", "data/upload_data.py"]
+    for source in sources[:2]:
+        assert (REPO / source).exists()
+    ignore = [
+        line.strip()
+        for line in (NOTIFIER_DOCKERFILE.parent / "Dockerfile.dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    assert ignore[0] == "*" and all(f"!{s}" in ignore for s in sources), "allow-list exactly what is copied"
+    assert final.all("ENTRYPOINT")[-1].args == '["python"]'
+    assert "8090" in final.all("CMD")[-1].args

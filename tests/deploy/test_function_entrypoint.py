@@ -1,0 +1,239 @@
+"""The function starts on the host exactly as its container starts it, and answers real requests.
+
+What is taken from the image definition (functions/face-recognition/Dockerfile,
+runtime stage) and from stack.yml, not repeated here:
+
+- the files: `COPY *.py ./` and `COPY facepipe/ ./facepipe/` into WORKDIR,
+  laid out in a temporary folder the way faas-cli's build context and the
+  Dockerfile lay them out in /home/app;
+- the command: of-watchdog's `fprocess`, split on spaces as the watchdog does,
+  run from WORKDIR;
+- the environment: the image's ENV, then stack.yml's `environment` (what
+  OpenFaaS adds), the OpenFaaS secret as files.
+
+What has to differ on the host: /opt/venv is this virtualenv, /home/app and
+/var/openfaas/secrets are temporary folders (SECRETS_DIR points at the latter),
+PORT is a free port (upstream_url follows it), and the storage and DynamoDB
+endpoints are a local moto server. The watchdog itself (a Go binary from its
+image) is not run: requests go to upstream_url, where the watchdog sends them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import boto3
+import deploylib
+import pytest
+import requests
+from deploylib import FUNCTION_DIR, FUNCTION_DOCKERFILE, REPO
+
+from facepipe.cluster import KNOWN_FACES_KEY
+from facepipe.settings import DEFAULT_SECRETS_DIR, SECRET_NAMES
+
+INPUT = "facepipe-input"
+OUTPUT = "facepipe-output"
+# Fake credentials for the local moto server only.
+FAKE_KEY = "facepipe-test-key"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def moto_endpoint():
+    moto_server = pytest.importorskip("moto.server")
+    port = _free_port()
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()
+
+
+def _container_layout(tmp: Path) -> tuple[Path, dict[str, str], list[str]]:
+    """WORKDIR with the image's files, the container's environment, and the fprocess argv."""
+    _, stages = deploylib.parse_dockerfile(FUNCTION_DOCKERFILE)
+    runtime = stages[-1]
+    workdir = Path(runtime.all("WORKDIR")[-1].args)
+    home = tmp / workdir.relative_to("/")
+    home.mkdir(parents=True)
+    # faas-cli's build context: the handler folder plus the copied facepipe/.
+    context = {path.name: path for path in FUNCTION_DIR.iterdir()}
+    context["facepipe"] = REPO / "facepipe"
+    for instruction in runtime.all("COPY"):
+        if "--from" in instruction.args:
+            continue
+        source, destination = instruction.args.split()
+        target = home / destination
+        if source.endswith("/"):
+            shutil.copytree(context[source.rstrip("/")], target, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            for path in sorted(FUNCTION_DIR.glob(source)):
+                shutil.copy2(path, home / path.name)
+    image_env = deploylib.dockerfile_env(runtime)
+    venv_bin = str(Path(sys.executable).parent)
+    env = {key: value.replace("/opt/venv/bin", venv_bin) for key, value in image_env.items()}
+    env["PATH"] = env["PATH"].replace("$PATH", os.environ.get("PATH", "/usr/bin:/bin"))
+    env["HOME"] = str(home)
+    argv = env["fprocess"].split(" ")
+    return home, env, argv
+
+
+def _secrets(tmp: Path) -> Path:
+    secrets = tmp / DEFAULT_SECRETS_DIR.lstrip("/")
+    secrets.mkdir(parents=True)
+    for name in SECRET_NAMES.values():
+        (secrets / name).write_text(FAKE_KEY if "key" in name else "local-token")
+    shutil.copy(REPO / "data" / "known_faces.json", secrets / KNOWN_FACES_KEY)
+    return secrets
+
+
+def _sample_video(tmp: Path) -> Path:
+    if shutil.which("ffmpeg") is None:
+        pytest.skip("ffmpeg is not installed")
+    sample = pytest.importorskip("facepipe.sample")
+    video = tmp / "hopper.mp4"
+    subprocess.run(
+        [
+            "ffmpeg",
+            "-loglevel",
+            "error",
+            "-y",
+            "-loop",
+            "1",
+            "-i",
+            str(sample.photo("grace_hopper")),
+            "-t",
+            "1",
+            "-r",
+            "5",
+            "-vf",
+            "scale=trunc(iw/2)*2:trunc(ih/2)*2",
+            "-pix_fmt",
+            "yuv420p",
+            str(video),
+        ],
+        check=True,
+        timeout=60,
+    )
+    return video
+
+
+def _prepare_storage(endpoint: str) -> None:
+    options = {
+        "endpoint_url": endpoint,
+        "region_name": "us-east-1",
+        "aws_access_key_id": FAKE_KEY,
+        "aws_secret_access_key": FAKE_KEY,
+    }
+    s3 = boto3.client("s3", **options)
+    for bucket in (INPUT, OUTPUT):
+        s3.create_bucket(Bucket=bucket)
+    dynamodb = boto3.client("dynamodb", **options)
+    dynamodb.create_table(
+        TableName="students",
+        KeySchema=[{"AttributeName": "name", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "name", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    for student in json.loads((REPO / "data" / "student_data.json").read_text()):
+        dynamodb.put_item(
+            TableName="students",
+            Item={
+                "name": {"S": student["name"]},
+                "id": {"N": str(student["id"])},
+                "major": {"S": student["major"]},
+                "year": {"S": student["year"]},
+            },
+        )
+
+
+def _wait_until_up(url: str, process: subprocess.Popen, log: Path) -> None:
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"the function exited with {process.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            if requests.get(url, timeout=1).status_code == 200:
+                return
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.2)
+    pytest.fail(f"the function did not answer within 90 s:\n{log.read_text()[-3000:]}")
+
+
+def test_function_runs_as_in_its_container_and_answers(tmp_path: Path, moto_endpoint: str) -> None:
+    if not (FUNCTION_DIR / "index.py").is_file():
+        pytest.skip("functions/face-recognition/index.py is not there yet")
+    home, env, argv = _container_layout(tmp_path)
+    secrets = _secrets(tmp_path)
+    video = _sample_video(tmp_path)
+    _prepare_storage(moto_endpoint)
+
+    stack_env = deploylib.load_stack()["functions"]["face-recognition"]["environment"]
+    env.update(stack_env)
+    env["SECRETS_DIR"] = str(secrets)
+    env["KNOWN_FACES"] = stack_env["KNOWN_FACES"].replace(DEFAULT_SECRETS_DIR, str(secrets))
+    env["S3_ENDPOINT_URL"] = moto_endpoint
+    env["DYNAMODB_ENDPOINT_URL"] = moto_endpoint
+    env["FACEPIPE_ENV_FILE"] = str(tmp_path / "no.env")  # no .env from the repository
+    port = _free_port()
+    env["PORT"] = str(port)
+    upstream = env["upstream_url"].replace(":5000", f":{port}")
+    assert env["upstream_url"] == "http://127.0.0.1:5000" and argv == ["python", "index.py"]
+
+    log = tmp_path / "function.log"
+    with log.open("w") as output:
+        process = subprocess.Popen(argv, cwd=home, env=env, stdout=output, stderr=subprocess.STDOUT)
+    try:
+        _wait_until_up(f"{upstream}/healthz", process, log)
+        s3 = boto3.client(
+            "s3",
+            endpoint_url=moto_endpoint,
+            region_name="us-east-1",
+            aws_access_key_id=FAKE_KEY,
+            aws_secret_access_key=FAKE_KEY,
+        )
+
+        bad = requests.post(upstream, data=b"not json", timeout=30)
+        assert bad.status_code == 400 and "error" in bad.json()
+        missing = requests.post(upstream, json={"bucket": INPUT, "key": "missing.mp4"}, timeout=30)
+        assert missing.status_code == 404, missing.text
+
+        s3.upload_file(str(video), INPUT, "hopper.mp4")
+        answer = requests.post(upstream, json={"bucket": INPUT, "key": "hopper.mp4"}, timeout=120)
+        assert answer.status_code == 200, answer.text
+        csv = s3.get_object(Bucket=OUTPUT, Key="hopper.csv")["Body"].read().decode()
+        assert csv.splitlines() == ["name,major,year", "grace_hopper,computer_science,senior"]
+
+        s3.put_object(Bucket=INPUT, Key="broken.mp4", Body=b"this is not a video")
+        broken = requests.post(upstream, json={"bucket": INPUT, "key": "broken.mp4"}, timeout=120)
+        assert broken.status_code == 422, broken.text
+        assert json.loads(s3.get_object(Bucket=OUTPUT, Key="broken.error.json")["Body"].read())["error"]
+
+        metrics = requests.get(f"{upstream}/metrics", timeout=10)
+        assert metrics.status_code == 200
+        text = metrics.text
+        assert 'facerec_videos_total{outcome="ok"} 1.0' in text
+        assert 'facerec_videos_total{outcome="error"} 1.0' in text
+        assert 'facerec_videos_total{outcome="not_found"} 1.0' in text
+        assert "facerec_video_seconds_bucket" in text and 'facerec_stage_seconds_count{stage="detect"}' in text
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
