@@ -26,8 +26,16 @@ class ObjectEvent:
         return name.startswith("ObjectCreated:") and name != "ObjectCreated:Post"
 
 
+#: Event sources that send object keys verbatim. AWS S3 URL-encodes them ("a b+c" -> "a+b%2Bc");
+#: Ceph RGW does not (checked on Pacific 16.2.15), so decoding would change keys with '+' or '%'.
+VERBATIM_KEY_SOURCES = frozenset({"ceph:s3"})
+
+
 def parse_records(payload: object) -> list[ObjectEvent]:
-    """Parse `{"Records": [...]}` as Ceph RGW and AWS S3 send it. Keys are URL-decoded."""
+    """Parse `{"Records": [...]}` as Ceph RGW and AWS S3 send it.
+
+    Keys are URL-decoded, except from sources that send them verbatim (Ceph RGW).
+    """
     if not isinstance(payload, dict) or not isinstance(payload.get("Records"), list):
         raise BadRequest("expected a JSON object with a 'Records' list")
     events = []
@@ -36,7 +44,11 @@ def parse_records(payload: object) -> list[ObjectEvent]:
             s3 = record["s3"]
             bucket = s3["bucket"]["name"]
             obj = s3["object"]
-            key = unquote_plus(obj["key"])
+            key = obj["key"]
+            if not isinstance(key, str):
+                raise TypeError("key is not a string")
+            if record.get("eventSource") not in VERBATIM_KEY_SOURCES:
+                key = unquote_plus(key)
         except (KeyError, TypeError):
             raise BadRequest(f"record {index} has no s3.bucket.name / s3.object.key") from None
         if not isinstance(bucket, str) or not bucket or not key:

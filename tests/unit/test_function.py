@@ -220,10 +220,10 @@ def test_metrics_and_health(env) -> None:
     assert 'facerec_stage_seconds_bucket{le="0.005",stage="detect"}' in text
 
 
-def test_no_temp_files_left(env, sample_dir: Path) -> None:
-    before = set(Path(tempfile.gettempdir()).glob("facerec-*"))
+def test_no_temp_files_left(env, sample_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     upload(env, "tmpcheck.mp4", (sample_dir / "sample_hopper.mp4").read_bytes())
     upload(env, "tmpbad.mp4", b"garbage" * 100)
-    invoke(env, {"bucket": "input", "key": "tmpcheck.mp4"})
-    invoke(env, {"bucket": "input", "key": "tmpbad.mp4"})
-    assert set(Path(tempfile.gettempdir()).glob("facerec-*")) == before
+    assert invoke(env, {"bucket": "input", "key": "tmpcheck.mp4"})[0] == 200
+    assert invoke(env, {"bucket": "input", "key": "tmpbad.mp4"})[0] == 422
+    assert list(tmp_path.iterdir()) == []

@@ -1,3 +1,4 @@
+import os
 import subprocess
 import tempfile
 import time
@@ -116,13 +117,15 @@ def test_huge_image_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, 
     assert info.value.kind == "too_large"
 
 
-def test_no_ffmpeg_leftovers(tmp_path: Path, sample_dir: Path) -> None:
-    before = set(Path(tempfile.gettempdir()).iterdir())
+def test_no_ffmpeg_leftovers(tmp_path: Path, sample_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    private_tmp = tmp_path / "tmp"
+    private_tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(private_tmp))
     for _ in range(3):
         frames_of(sample_dir / "sample_collins.mp4")
         generator = sample_frames(sample_dir / "sample_collins_late.webm")
         next(generator)
         generator.close()  # stop early: ffmpeg must still be reaped
-    assert set(Path(tempfile.gettempdir()).iterdir()) - before == set()
-    children = subprocess.run(["pgrep", "-P", str(__import__("os").getpid()), "ffmpeg"], capture_output=True)
+    assert list(private_tmp.iterdir()) == []
+    children = subprocess.run(["pgrep", "-P", str(os.getpid()), "ffmpeg"], capture_output=True)
     assert children.stdout == b""

@@ -1,0 +1,233 @@
+"""The workload generator: clear both buckets, upload media files concurrently with a progress bar."""
+
+from __future__ import annotations
+
+import argparse
+import mimetypes
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from boto3.exceptions import Boto3Error
+from boto3.s3.transfer import TransferConfig
+from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TransferSpeedColumn,
+)
+
+from facepipe.clients import s3_client
+from facepipe.keys import is_media_name
+from facepipe.settings import REPO_ROOT, Settings, SettingsError, load_settings
+
+SAMPLE_DIR = REPO_ROOT / "build" / "sample"
+DELETE_BATCH = 1000
+_TRANSFER = TransferConfig(use_threads=False)
+
+
+class WorkloadError(Exception):
+    """A problem the user can fix (missing path, unreachable endpoint, missing bucket)."""
+
+
+def collect_media(paths: list[Path]) -> list[Path]:
+    """Files named on the command line, plus every media file found under named folders, recursively.
+
+    Folders are filtered by extension (keys.is_media_name); a file named explicitly is
+    always taken, so odd inputs can be uploaded on purpose. Sorted, without repeats.
+    """
+    found: set[Path] = set()
+    for path in paths:
+        if path.is_file():
+            found.add(path)
+        elif path.is_dir():
+            found.update(p for p in path.rglob("*") if p.is_file() and is_media_name(p.name))
+        else:
+            raise WorkloadError(f"no such file or folder: {path}")
+    return sorted(found)
+
+
+def group_by_key(files: list[Path]) -> dict[str, list[Path]]:
+    """Object key = file name. Files sharing a name are uploaded one after another, in path order."""
+    groups: dict[str, list[Path]] = {}
+    for path in files:
+        groups.setdefault(path.name, []).append(path)
+    return groups
+
+
+def check_bucket(s3, bucket: str, endpoint: str | None) -> None:
+    try:
+        s3.head_bucket(Bucket=bucket)
+    except EndpointConnectionError:
+        raise WorkloadError(f"cannot reach the S3 endpoint {endpoint or '(AWS)'}; is the stack up?") from None
+    except ClientError as exc:
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        if status == 404:
+            raise WorkloadError(
+                f"bucket {bucket!r} does not exist; create it with: notifier/notification.py setup"
+            ) from None
+        if status == 403:
+            raise WorkloadError(f"access to bucket {bucket!r} denied; check S3_ACCESS_KEY_ID / SECRET") from None
+        raise
+
+
+def clear_bucket(s3, bucket: str) -> int:
+    """Delete every object in `bucket` (paginated, batched); returns how many were deleted."""
+    deleted = 0
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+        keys = [{"Key": obj["Key"]} for obj in page.get("Contents", [])]
+        for start in range(0, len(keys), DELETE_BATCH):
+            batch = keys[start : start + DELETE_BATCH]
+            response = s3.delete_objects(Bucket=bucket, Delete={"Objects": batch, "Quiet": True})
+            errors = response.get("Errors") or []
+            if errors:
+                first = errors[0]
+                raise WorkloadError(
+                    f"could not delete {len(errors)} object(s) from {bucket!r}, e.g. {first.get('Key')!r}:"
+                    f" {first.get('Code')} {first.get('Message')}"
+                )
+            deleted += len(batch)
+    return deleted
+
+
+@dataclass
+class UploadSummary:
+    files: int = 0
+    bytes: int = 0
+    seconds: float = 0.0
+    failures: list[tuple[Path, str]] = field(default_factory=list)
+
+
+def upload_files(
+    s3, bucket: str, files: list[Path], concurrency: int = 8, console: Console | None = None
+) -> UploadSummary:
+    """Upload `files` (key = file name) with `concurrency` threads and a progress bar."""
+    console = console or Console(stderr=True)
+    groups = group_by_key(files)
+    total_bytes = sum(path.stat().st_size for path in files)
+    summary = UploadSummary()
+    started = time.monotonic()
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.fields[done]}/{task.fields[total_files]} files"),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=console, transient=False) as progress:
+        task = progress.add_task("uploading", total=total_bytes, done=0, total_files=len(files))
+
+        def upload_group(key: str, paths: list[Path]) -> list[tuple[Path, str | None]]:
+            outcomes = []
+            for path in paths:
+                content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+                try:
+                    s3.upload_file(
+                        str(path), bucket, key,
+                        ExtraArgs={"ContentType": content_type},
+                        Callback=lambda sent: progress.advance(task, sent),
+                        Config=_TRANSFER,
+                    )
+                    outcomes.append((path, None))
+                except (Boto3Error, BotoCoreError, ClientError, OSError) as exc:
+                    outcomes.append((path, str(exc)))
+            return outcomes
+
+        with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
+            futures = [pool.submit(upload_group, key, paths) for key, paths in groups.items()]
+            for future in as_completed(futures):
+                for path, error in future.result():
+                    if error is None:
+                        summary.files += 1
+                        summary.bytes += path.stat().st_size
+                    else:
+                        summary.failures.append((path, error))
+                progress.update(task, done=summary.files + len(summary.failures))
+    summary.seconds = time.monotonic() - started
+    return summary
+
+
+def default_sample(console: Console) -> list[Path]:
+    from facepipe.sample import build_sample
+
+    console.print(f"no PATH given: using the built-in sample in {SAMPLE_DIR}", markup=False)
+    try:
+        return build_sample(SAMPLE_DIR)
+    except Exception as exc:
+        raise WorkloadError(f"could not build the built-in sample: {exc}") from None
+
+
+def _size(count: float) -> str:
+    if count < 1000:
+        return f"{count:.0f} B"
+    for unit in ("KB", "MB", "GB"):
+        count /= 1000
+        if count < 1000 or unit == "GB":
+            break
+    return f"{count:.1f} {unit}"
+
+
+def run(settings: Settings, paths: list[Path], keep: bool, concurrency: int, console: Console) -> int:
+    files = collect_media(paths) if paths else default_sample(console)
+    if not files:
+        raise WorkloadError("no media files found under " + ", ".join(str(p) for p in paths))
+    s3 = s3_client(settings)
+    for bucket in (settings.input_bucket, settings.output_bucket):
+        check_bucket(s3, bucket, settings.s3_endpoint_url)
+    if not keep:
+        for bucket in (settings.input_bucket, settings.output_bucket):
+            console.print(f"cleared {clear_bucket(s3, bucket)} object(s) from {bucket!r}")
+    repeated = {key: group for key, group in group_by_key(files).items() if len(group) > 1}
+    if repeated:
+        console.print(
+            f"note: {len(repeated)} file name(s) occur more than once (e.g. {next(iter(repeated))!r});"
+            " they share one object key and are uploaded one after another",
+            markup=False,
+        )
+    summary = upload_files(s3, settings.input_bucket, files, concurrency, console)
+    for path, error in summary.failures:
+        console.print(f"[red]failed[/red] {escape(str(path))}: {escape(error)}")
+    rate = summary.files / summary.seconds if summary.seconds else 0.0
+    console.print(
+        f"uploaded {summary.files} file(s), {_size(summary.bytes)}, to {settings.input_bucket!r}"
+        f" in {summary.seconds:.2f} s ({rate:.1f} files/s)"
+        + (f"; [red]{len(summary.failures)} failed[/red]" if summary.failures else "")
+    )
+    return 1 if summary.failures else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="workload.py",
+        description="Clear both buckets and upload every video/image under the given files or folders.",
+    )
+    parser.add_argument("paths", nargs="*", type=Path, metavar="PATH",
+                        help="files or folders (searched recursively); default: the built-in sample")
+    parser.add_argument("--keep", action="store_true", help="do not clear the buckets first")
+    parser.add_argument("--concurrency", type=int, default=8, help="parallel uploads (default 8)")
+    args = parser.parse_args(argv)
+    if args.concurrency < 1:
+        parser.error("--concurrency must be at least 1")
+    console = Console(stderr=False, highlight=False)
+    settings = None
+    try:
+        settings = load_settings()
+        return run(settings, args.paths, args.keep, args.concurrency, console)
+    except (WorkloadError, SettingsError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except EndpointConnectionError:
+        endpoint = settings.s3_endpoint_url if settings else None
+        print(f"error: cannot reach the S3 endpoint {endpoint or '(AWS)'}; is the stack up?", file=sys.stderr)
+        return 1
+    except (BotoCoreError, ClientError) as exc:
+        print(f"error: S3 request failed: {exc}", file=sys.stderr)
+        return 1

@@ -1,0 +1,240 @@
+"""check.py: every mismatch reported, waiting, stale results, latency, JSON summary, exit codes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from facepipe import checker_core
+from facepipe.checker_core import CheckError, check, evaluate, summarize, summary_line
+from facepipe.mapping import parse_mapping
+from facepipe.results import Student, render_csv, render_error
+from facepipe.settings import Settings
+
+REPO = Path(__file__).resolve().parents[2]
+SETTINGS = Settings(
+    s3_access_key_id="testing", s3_secret_access_key="testing", input_bucket="input", output_bucket="output"
+)
+MAPPING = """\
+ok.mp4:computer_science,sophomore
+named.mp4:vin_diesel,computer_science,sophomore
+wrong.mp4:computer_science,sophomore
+extra.mp4:computer_science,sophomore
+err.mp4:lawyer,freshmen
+missing.mp4:lawyer,freshmen
+nobody.mov:
+"""
+VIN = Student("vin_diesel", "computer_science", "sophomore")
+BEAN = Student("mr_bean", "lawyer", "freshmen")
+
+
+@pytest.fixture
+def s3():
+    with mock_aws():
+        client = boto3.client("s3", region_name="us-east-1")
+        client.create_bucket(Bucket="input")
+        client.create_bucket(Bucket="output")
+        yield client
+
+
+def put_inputs(s3, *names: str) -> None:
+    for name in names:
+        s3.put_object(Bucket="input", Key=name, Body=b"video")
+
+
+def put_results(s3) -> None:
+    s3.put_object(Bucket="output", Key="ok.csv", Body=render_csv([VIN]).encode())
+    s3.put_object(Bucket="output", Key="named.csv", Body=render_csv([VIN]).encode())
+    s3.put_object(Bucket="output", Key="wrong.csv", Body=render_csv([BEAN]).encode())
+    s3.put_object(Bucket="output", Key="extra.csv", Body=render_csv([VIN, BEAN]).encode())
+    error = render_error("err.mp4", "unreadable_media", "no video")
+    s3.put_object(Bucket="output", Key="err.error.json", Body=error.encode())
+    s3.put_object(Bucket="output", Key="nobody.csv", Body=render_csv([]).encode())
+
+
+def test_reports_every_kind_of_mismatch(s3):
+    put_inputs(s3, "ok.mp4", "named.mp4", "wrong.mp4", "extra.mp4", "err.mp4", "missing.mp4", "nobody.mov")
+    put_results(s3)
+    rows = check(SETTINGS, parse_mapping(MAPPING), s3=s3)
+    by_video = {row.video: row for row in rows}
+    assert [row.video for row in rows] == [e.video for e in parse_mapping(MAPPING)]
+    assert {v: r.status for v, r in by_video.items()} == {
+        "ok.mp4": "ok",
+        "named.mp4": "ok",
+        "wrong.mp4": "wrong",
+        "extra.mp4": "wrong",
+        "err.mp4": "error",
+        "missing.mp4": "missing",
+        "nobody.mov": "ok",
+    }
+    assert by_video["wrong.mp4"].got == "mr_bean,lawyer,freshmen"
+    assert by_video["extra.mp4"].detail == "expected 1 row(s), got 2"
+    assert by_video["err.mp4"].detail == "unreadable_media: no video"
+    assert by_video["missing.mp4"].detail == "no result yet"
+    assert by_video["nobody.mov"].got == "(nobody)"
+    assert by_video["ok.mp4"].latency_s is not None and by_video["ok.mp4"].latency_s >= 0
+    summary = summarize(rows)
+    assert summary_line(summary) == "3/7 correct (2 wrong, 1 missing, 1 errors)"
+    assert not summary["all_correct"]
+
+
+def test_waits_until_every_video_is_answered(s3):
+    entries = parse_mapping("a.mp4:lawyer,freshmen\nb.mp4:lawyer,freshmen\n")
+    put_inputs(s3, "a.mp4", "b.mp4")
+    s3.put_object(Bucket="output", Key="a.csv", Body=render_csv([BEAN]).encode())
+    polls = []
+
+    def late_result():
+        time.sleep(0.3)
+        s3.put_object(Bucket="output", Key="b.csv", Body=render_csv([BEAN]).encode())
+
+    writer = threading.Thread(target=late_result)
+    writer.start()
+    started = time.monotonic()
+    rows = check(SETTINGS, entries, wait_s=10, poll_s=0.05, s3=s3, on_poll=lambda *a: polls.append(a))
+    writer.join()
+    assert time.monotonic() - started < 5
+    assert [row.status for row in rows] == ["ok", "ok"]
+    assert polls[0][:2] == (1, 2) and polls[-1][:2] == (2, 2)
+
+
+def test_gives_up_when_the_time_is_up(s3):
+    put_inputs(s3, "a.mp4")
+    started = time.monotonic()
+    rows = check(SETTINGS, parse_mapping("a.mp4:x,y\n"), wait_s=0.3, poll_s=0.05, s3=s3)
+    assert 0.3 <= time.monotonic() - started < 3
+    assert rows[0].status == "missing"
+
+
+def test_missing_bucket_is_a_check_error(s3):
+    with pytest.raises(CheckError, match="bucket 'nope' does not exist"):
+        check(Settings(input_bucket="nope", output_bucket="output"), parse_mapping("a.mp4:x,y\n"), s3=s3)
+
+
+class Reader:
+    def __init__(self, texts: dict[str, str]):
+        self.texts = texts
+
+    def text(self, obj):
+        return self.texts[obj["Key"]]
+
+
+def test_a_result_older_than_its_video_does_not_count():
+    now = datetime(2026, 1, 1, 12, tzinfo=UTC)
+    (entry,) = parse_mapping("a.mp4:lawyer,freshmen\n")
+    inputs = {"a.mp4": {"Key": "a.mp4", "LastModified": now}}
+    old = {"a.csv": {"Key": "a.csv", "LastModified": now - timedelta(seconds=3)}}
+    reader = Reader({"a.csv": render_csv([BEAN])})
+    row = evaluate(entry, inputs, old, reader)
+    assert (row.status, row.detail) == ("missing", "only a result older than the uploaded video")
+    fresh = {"a.csv": {"Key": "a.csv", "LastModified": now + timedelta(seconds=1.5)}}
+    row = evaluate(entry, inputs, fresh, reader)
+    assert (row.status, row.latency_s) == ("ok", 1.5)
+
+
+def test_the_newer_of_result_and_error_record_wins():
+    now = datetime(2026, 1, 1, 12, tzinfo=UTC)
+    (entry,) = parse_mapping("a.mp4:lawyer,freshmen\n")
+    inputs = {"a.mp4": {"Key": "a.mp4", "LastModified": now}}
+    reader = Reader({"a.csv": render_csv([BEAN]), "a.error.json": render_error("a.mp4", "boom", "")})
+    outputs = {
+        "a.csv": {"Key": "a.csv", "LastModified": now + timedelta(seconds=2)},
+        "a.error.json": {"Key": "a.error.json", "LastModified": now + timedelta(seconds=1)},
+    }
+    assert evaluate(entry, inputs, outputs, reader).status == "ok"
+    outputs["a.error.json"]["LastModified"] = now + timedelta(seconds=3)
+    row = evaluate(entry, inputs, outputs, reader)
+    assert (row.status, row.detail) == ("error", "boom")
+
+
+def test_unreadable_result_and_not_uploaded_video():
+    (entry,) = parse_mapping("a.mp4:lawyer,freshmen\n")
+    now = datetime(2026, 1, 1, 12, tzinfo=UTC)
+    outputs = {"a.csv": {"Key": "a.csv", "LastModified": now}}
+    row = evaluate(entry, {}, outputs, Reader({"a.csv": "garbage\n"}))
+    assert row.status == "error" and "header" in row.detail and row.latency_s is None
+    assert evaluate(entry, {}, {}, Reader({})).detail == "video not in the input bucket"
+
+
+def test_summary_latency_statistics():
+    now = datetime(2026, 1, 1, 12, tzinfo=UTC)
+    rows = [
+        checker_core.Row("v", "", "", "ok", latency_s=float(i), uploaded_at=now, answered_at=now + timedelta(seconds=i))
+        for i in range(1, 21)
+    ]
+    summary = summarize(rows, waited_s=1.23456)
+    assert summary["latency_s"] == {"count": 20, "min": 1.0, "median": 10.5, "mean": 10.5, "p95": 19.0, "max": 20.0}
+    assert summary["span_s"] == 20.0 and summary["waited_s"] == 1.235
+    assert summary["all_correct"] and json.dumps(summary)
+
+
+def env_for(tmp_path: Path, **extra: str) -> dict[str, str]:
+    return {
+        "PATH": "/usr/bin:/bin",
+        "FACEPIPE_ENV_FILE": str(tmp_path / "none.env"),
+        "SECRETS_DIR": str(tmp_path),
+        "S3_ACCESS_KEY_ID": "testing",
+        "S3_SECRET_ACCESS_KEY": "testing",
+        "INPUT_BUCKET": "input",
+        "OUTPUT_BUCKET": "output",
+        **extra,
+    }
+
+
+def test_main_exit_codes_table_and_json(s3, tmp_path, monkeypatch, capsys):
+    for name, value in env_for(tmp_path).items():
+        monkeypatch.setenv(name, value)
+    put_inputs(s3, "ok.mp4", "named.mp4", "wrong.mp4", "extra.mp4", "err.mp4", "missing.mp4", "nobody.mov")
+    put_results(s3)
+    mapping = tmp_path / "mapping"
+    mapping.write_text(MAPPING)
+    summary_file = tmp_path / "summary.json"
+    assert checker_core.main(["--mapping", str(mapping), "--json", str(summary_file)]) == 1
+    out = capsys.readouterr().out
+    assert "3/7 correct (2 wrong, 1 missing, 1 errors)" in out
+    for text in ("wrong.mp4", "mr_bean,lawyer,freshmen", "missing: no result yet", "error: unreadable_media"):
+        assert text in out
+    summary = json.loads(summary_file.read_text())
+    assert (summary["correct"], summary["wrong"], summary["missing"], summary["errors"]) == (3, 2, 1, 1)
+    assert {e["video"]: e["status"] for e in summary["entries"]}["err.mp4"] == "error"
+
+    mapping.write_text("ok.mp4:computer_science,sophomore\nnobody.mov:\n")
+    assert checker_core.main(["--mapping", str(mapping), "--json"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["all_correct"] is True
+    assert "2/2 correct (0 wrong, 0 missing, 0 errors)" in captured.err
+
+
+@pytest.mark.parametrize(
+    ("mapping_text", "message"),
+    [(None, "mapping file not found"), ("a.mp4:x\n", "line 1"), ("# nothing\n", "no entries")],
+)
+def test_main_usage_errors(tmp_path, monkeypatch, capsys, mapping_text, message):
+    monkeypatch.setenv("FACEPIPE_ENV_FILE", str(tmp_path / "none.env"))
+    mapping = tmp_path / "mapping"
+    if mapping_text is not None:
+        mapping.write_text(mapping_text)
+    assert checker_core.main(["--mapping", str(mapping)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and "Traceback" not in err
+
+
+def test_script_against_an_unreachable_endpoint(tmp_path):
+    mapping = tmp_path / "mapping"
+    mapping.write_text("a.mp4:x,y\n")
+    result = subprocess.run(
+        [sys.executable, str(REPO / "checker" / "check.py"), "--mapping", str(mapping)],
+        env=env_for(tmp_path, S3_ENDPOINT_URL="http://127.0.0.1:1"), capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 2
+    assert "cannot read the buckets at http://127.0.0.1:1" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -1,0 +1,11 @@
+"""Workload generator entry point (see facepipe/workload_core.py)."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from facepipe.workload_core import main  # noqa: E402
+
+if __name__ == "__main__":
+    sys.exit(main())
