@@ -1,0 +1,33 @@
+# Local stack and checks. `make up KNOWN_FACES=<file> STUDENT_DATA=<json>` serves another
+# dataset; without them the stack keeps what it served before (the built-in sample at first).
+PYTHON := .venv/bin/python
+STACK := $(PYTHON) -m facepipe.stack
+STACK_ARGS := $(if $(KNOWN_FACES),--known-faces "$(KNOWN_FACES)") \
+              $(if $(STUDENT_DATA),--student-data "$(STUDENT_DATA)")
+
+.PHONY: all install up down status lint test demo
+
+all: test
+
+install:
+	bash scripts/install.sh
+
+up: install
+	$(STACK) up $(STACK_ARGS)
+
+down:
+	@if [ -x $(PYTHON) ]; then $(STACK) down; else echo "nothing to stop (no $(PYTHON))"; fi
+
+status:
+	$(STACK) status
+
+lint: install
+	$(PYTHON) -m ruff check .
+
+test: install
+	$(PYTHON) -m ruff check .
+	$(PYTHON) -m pytest -p no:cacheprovider
+
+demo: install up
+	$(PYTHON) workload/workload.py
+	$(PYTHON) checker/check.py --mapping data/sample_mapping --wait 300

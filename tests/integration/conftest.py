@@ -1,0 +1,124 @@
+"""Fixtures for tests against a real local stack (Ceph RGW, moto DynamoDB, function runner,
+notifier), booted once per session in a temporary folder on free ports, so that it never
+clashes with a developer's `make up` stack on the default ports.
+
+- `local_stack`: the running `LocalStack` (session scope; torn down at the end, also when
+  tests fail). Tests that use it also get the stack's settings in their environment
+  (and FACEPIPE_ENV_FILE pointing to the stack's env file), so `load_settings()` and
+  scripts run with `subprocess` talk to this stack.
+- `stack_settings`: `Settings` of that stack.
+- `stack_env`: an environment dict for subprocesses (os.environ + the stack's settings).
+- `make_stack`: factory for an extra, throw-away stack in its own temporary folder (stopped
+  at the end of the test if the test did not stop it).
+
+Without the Ceph programs the tests are skipped with the reason, except in CI (CI=true),
+where a missing program is an error: CI must run them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from facepipe.settings import Settings
+from facepipe.stack import LocalStack, StackError, free_port, free_port_range, missing_ceph_binaries
+
+IN_CI = os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
+
+
+def require_ceph() -> None:
+    """Skip (fail in CI) when the Ceph programs are not installed."""
+    missing = missing_ceph_binaries()
+    if missing:
+        message = f"Ceph programs not installed: {', '.join(missing)} (run `make install` as root)"
+        if IN_CI:
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+
+
+def new_stack(state_dir: Path, **overrides: object) -> LocalStack:
+    """A LocalStack in `state_dir` on free ports, writing its env file into `state_dir`."""
+    workers = int(overrides.pop("workers", None) or os.environ.get("FACEPIPE_TEST_WORKERS") or 2)
+    options: dict = {
+        "env_file": state_dir / "env",
+        "mon_port": free_port(),
+        "rgw_port": free_port(),
+        "dynamodb_port": free_port(),
+        "gateway_port": free_port(),
+        "notifier_port": free_port(),
+        "worker_base_port": free_port_range(workers),
+        "workers": workers,
+        "log": lambda line: print(f"stack {state_dir.name}: {line}"),
+    }
+    options.update(overrides)
+    return LocalStack(state_dir, **options)
+
+
+def boot(stack: LocalStack) -> None:
+    """`up`, turning a failure into a test failure that shows the log tail, not a traceback."""
+    try:
+        stack.up()
+    except StackError as err:
+        detail = [str(err)]
+        if err.output:
+            detail.append(err.output[-2000:])
+        if err.log is not None and err.log.is_file():
+            tail = "\n".join(err.log.read_text(errors="replace").splitlines()[-30:])
+            detail.append(f"--- {err.log}:\n{tail}")
+        try:
+            stack.down()
+        finally:
+            pytest.fail("local stack did not come up: " + "\n".join(detail), pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    require_ceph()
+    stack = new_stack(tmp_path_factory.mktemp("stack"))
+    try:
+        boot(stack)
+        yield stack
+    finally:
+        stack.down()
+
+
+@pytest.fixture(autouse=True)
+def _stack_environment(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Point the environment at the session stack, only for tests that use it."""
+    if "local_stack" not in request.fixturenames:
+        return
+    stack: LocalStack = request.getfixturevalue("local_stack")
+    for name, value in stack.settings_env().items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("FACEPIPE_ENV_FILE", str(stack.env_file))
+
+
+@pytest.fixture
+def stack_settings(local_stack: LocalStack) -> Settings:
+    return local_stack.settings()
+
+
+@pytest.fixture
+def stack_env(local_stack: LocalStack) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(local_stack.settings_env())
+    env["FACEPIPE_ENV_FILE"] = str(local_stack.env_file)
+    return env
+
+
+@pytest.fixture
+def make_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., LocalStack]]:
+    require_ceph()
+    made: list[LocalStack] = []
+
+    def factory(**overrides: object) -> LocalStack:
+        stack = new_stack(tmp_path_factory.mktemp("extra-stack"), **overrides)
+        made.append(stack)
+        return stack
+
+    yield factory
+    for stack in made:
+        stack.down()

@@ -1,0 +1,329 @@
+"""The local stack itself, against real Ceph RGW: credentials, bucket notifications, `up`
+twice, `down`, status and the stop/start API the fault tests use."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import stat
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+import requests
+from botocore.exceptions import ClientError
+
+from facepipe.clients import s3_client, sns_client
+from facepipe.events import parse_records
+from facepipe.settings import REPO_ROOT, Settings, load_settings
+from facepipe.stack import COMPONENTS, ENV_MARKER, LocalStack, StackError, _cmdline, _group_pids
+
+pytestmark = pytest.mark.integration
+
+
+def wait_for(condition, timeout: float = 15.0, interval: float = 0.1):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(interval)
+
+
+def notifier_events(stack: LocalStack) -> dict[str, float]:
+    """facerec_notifier_events_total by outcome, from the notifier's /metrics."""
+    text = requests.get(stack.settings_env()["NOTIFY_URL"] + "metrics", timeout=5).text
+    return {
+        match[1]: float(match[2])
+        for match in re.finditer(r'^facerec_notifier_events_total\{outcome="(\w+)"\} (\S+)$', text, re.M)
+    }
+
+
+# ------------------------------------------------------------------------- basics
+
+
+def test_status_reports_every_component_healthy(local_stack: LocalStack) -> None:
+    rows = local_stack.status()
+    assert [row.name for row in rows] == list(COMPONENTS)
+    unhealthy = [row for row in rows if not row.healthy or not row.pids]
+    assert not unhealthy
+    # The function runner's process group holds the gateway and its workers.
+    assert len(local_stack.pids("function")) >= 2
+
+    done = subprocess.run(
+        [sys.executable, "-m", "facepipe.stack", "status", "--state-dir", str(local_stack.state_dir)],
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    for component in COMPONENTS:
+        assert re.search(rf"^{component}\s+ok\s+pid \d+", done.stdout, re.M), done.stdout
+
+
+def test_env_file_has_every_setting_private_and_loadable(local_stack: LocalStack) -> None:
+    path = local_stack.env_file
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert path.read_text().splitlines()[0] == ENV_MARKER
+    loaded = load_settings(path)  # the autouse fixture also set the same values in the environment
+    assert loaded == local_stack.settings()
+    settings = local_stack.settings()
+    for name in (
+        "s3_endpoint_url", "s3_access_key_id", "s3_secret_access_key", "dynamodb_endpoint_url",
+        "aws_access_key_id", "aws_secret_access_key", "openfaas_gateway", "notify_token", "known_faces",
+    ):  # fmt: skip
+        assert getattr(settings, name), name
+    assert Path(settings.known_faces).is_file()
+
+
+def test_s3_put_get_with_generated_credentials(stack_settings: Settings) -> None:
+    s3 = s3_client(stack_settings)
+    key = f"stack-test/{uuid.uuid4().hex}.txt"
+    s3.put_object(Bucket=stack_settings.output_bucket, Key=key, Body=b"hello ceph")
+    try:
+        assert s3.get_object(Bucket=stack_settings.output_bucket, Key=key)["Body"].read() == b"hello ceph"
+        buckets = {b["Name"] for b in s3.list_buckets()["Buckets"]}
+        assert {stack_settings.input_bucket, stack_settings.output_bucket} <= buckets
+    finally:
+        s3.delete_object(Bucket=stack_settings.output_bucket, Key=key)
+
+    wrong = s3_client(Settings(**{**stack_settings.__dict__, "s3_secret_access_key": "not-the-secret"}))
+    with pytest.raises(ClientError) as info:
+        wrong.list_buckets()
+    assert info.value.response["Error"]["Code"] in ("SignatureDoesNotMatch", "AccessDenied")
+
+
+def test_dynamodb_server_answers(stack_settings: Settings) -> None:
+    from facepipe.clients import dynamodb_client
+
+    tables = dynamodb_client(stack_settings).list_tables()["TableNames"]
+    if (REPO_ROOT / "data" / "upload_data.py").is_file():
+        assert stack_settings.students_table in tables
+
+
+# ------------------------------------------------------------------------- notifications
+
+
+def test_bucket_notification_reaches_the_notifier(local_stack: LocalStack, stack_settings: Settings) -> None:
+    """Upload to the input bucket and see the notifier count the event RGW pushed to it. A
+    folder marker (key ending in '/') is used: the notifier ignores it after checking the
+    token, so no function call and no result are caused."""
+    s3 = s3_client(stack_settings)
+    before = notifier_events(local_stack)
+    key = f"stack-probe-{uuid.uuid4().hex}/"
+    s3.put_object(Bucket=stack_settings.input_bucket, Key=key, Body=b"")
+    try:
+        after = wait_for(
+            lambda: (events := notifier_events(local_stack)) and events.get("ignored", 0) > before.get("ignored", 0)
+            and events,
+            timeout=20,
+        )
+        assert after, f"no notification counted by the notifier: {notifier_events(local_stack)}"
+        assert after.get("rejected", 0) == before.get("rejected", 0), "RGW's opaqueData did not match NOTIFY_TOKEN"
+    finally:
+        s3.delete_object(Bucket=stack_settings.input_bucket, Key=key)
+    log = local_stack.log_path("notifier").read_text(errors="replace")
+    assert key in log
+
+
+class _Recorder(BaseHTTPRequestHandler):
+    bodies: list[bytes] = []
+
+    def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+        self.bodies.append(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+# Keys RGW has to carry through a notification unchanged.
+ODD_KEYS = [
+    "a b.mp4", "a+b.mp4", "a%2Bb.mp4", "pct%20.mp4", "café ñ.mp4", "日本/動画.mp4", 'quo"te.mp4', "q?x&y=z#h.mp4",
+]  # fmt: skip
+
+
+@pytest.fixture
+def recorded_notifications(stack_settings: Settings):
+    """A bucket of its own whose notifications go to a listener in this test process."""
+    _Recorder.bodies = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    s3, sns = s3_client(stack_settings), sns_client(stack_settings)
+    bucket, topic = f"stack-enc-{uuid.uuid4().hex[:8]}", f"stack-enc-{uuid.uuid4().hex[:8]}"
+    s3.create_bucket(Bucket=bucket)
+    arn = sns.create_topic(
+        Name=topic,
+        Attributes={
+            "push-endpoint": f"http://127.0.0.1:{server.server_address[1]}/",
+            "OpaqueData": "probe-token",
+            "persistent": "false",
+        },
+    )["TopicArn"]
+    s3.put_bucket_notification_configuration(
+        Bucket=bucket,
+        NotificationConfiguration={
+            "TopicConfigurations": [{"Id": "probe", "TopicArn": arn, "Events": ["s3:ObjectCreated:*"]}]
+        },
+    )
+    try:
+        yield s3, bucket, _Recorder.bodies
+    finally:
+        server.shutdown()
+        for obj in s3.list_objects_v2(Bucket=bucket).get("Contents", []):
+            s3.delete_object(Bucket=bucket, Key=obj["Key"])
+        s3.delete_bucket(Bucket=bucket)
+        sns.delete_topic(TopicArn=arn)
+
+
+def test_rgw_notification_carries_keys_verbatim(recorded_notifications) -> None:
+    """Ceph Pacific puts the object key into the event as it is (JSON-escaped UTF-8), NOT
+    URL-encoded the way AWS S3 does: 'a b' stays 'a b', 'a+b' stays 'a+b', 'pct%20' stays
+    'pct%20'. Decoding a Ceph key with unquote_plus would change keys with '+' or '%'."""
+    s3, bucket, bodies = recorded_notifications
+    for key in ODD_KEYS:
+        s3.put_object(Bucket=bucket, Key=key, Body=b"x")
+    assert wait_for(lambda: len(bodies) >= len(ODD_KEYS), timeout=10), f"{len(bodies)} notifications"
+    records = [json.loads(body)["Records"][0] for body in bodies]
+    assert sorted(r["s3"]["object"]["key"] for r in records) == sorted(ODD_KEYS)
+    for record in records:
+        assert record["eventSource"] == "ceph:s3"
+        assert record["eventName"] == "ObjectCreated:Put"
+        assert record["opaqueData"] == "probe-token"
+        assert record["s3"]["bucket"]["name"] == bucket
+
+
+def test_parse_records_keeps_ceph_keys(recorded_notifications) -> None:
+    """What the notifier and the function make of those events: the original keys."""
+    s3, bucket, bodies = recorded_notifications
+    for key in ODD_KEYS:
+        s3.put_object(Bucket=bucket, Key=key, Body=b"x")
+    assert wait_for(lambda: len(bodies) >= len(ODD_KEYS), timeout=10)
+    parsed = [event.key for body in bodies for event in parse_records(json.loads(body))]
+    assert sorted(parsed) == sorted(ODD_KEYS)
+
+
+# ------------------------------------------------------------------------- up again, faults
+
+
+def test_up_twice_keeps_ceph_and_data_restarts_function_and_notifier(
+    local_stack: LocalStack, stack_settings: Settings
+) -> None:
+    s3 = s3_client(stack_settings)
+    key = f"stack-test/{uuid.uuid4().hex}.txt"
+    s3.put_object(Bucket=stack_settings.output_bucket, Key=key, Body=b"kept")
+    before = {component: local_stack.pids(component)[0] for component in COMPONENTS}
+    env_before = local_stack.env_file.read_text()
+    try:
+        local_stack.up()
+        after = {component: local_stack.pids(component)[0] for component in COMPONENTS}
+        for component in ("mon", "osd", "rgw", "dynamodb"):
+            assert after[component] == before[component], component
+        for component in ("function", "notifier"):
+            assert after[component] != before[component], component
+        assert all(row.healthy for row in local_stack.status())
+        assert local_stack.env_file.read_text() == env_before
+        assert s3.get_object(Bucket=stack_settings.output_bucket, Key=key)["Body"].read() == b"kept"
+    finally:
+        s3.delete_object(Bucket=stack_settings.output_bucket, Key=key)
+
+
+@pytest.mark.parametrize("component", ["rgw", "osd"])
+def test_stop_start_keeps_objects(local_stack: LocalStack, stack_settings: Settings, component: str) -> None:
+    """The fault-test API: a stopped component is reported down, starts again, and the data
+    survives (memstore writes its objects out on a clean OSD stop)."""
+    s3 = s3_client(stack_settings)
+    key = f"stack-test/{uuid.uuid4().hex}.txt"
+    s3.put_object(Bucket=stack_settings.output_bucket, Key=key, Body=b"durable")
+    old = local_stack.pids(component)
+    local_stack.stop(component)
+    assert local_stack.pids(component) == []
+    assert not _group_pids(old[0])
+    row = next(r for r in local_stack.status() if r.name == component)
+    assert not row.healthy and row.detail == "not running"
+    local_stack.start(component)
+    assert local_stack.pids(component) and local_stack.pids(component) != old
+    assert wait_for(lambda: all(r.healthy for r in local_stack.status()), timeout=30)
+    try:
+        body = s3.get_object(Bucket=stack_settings.output_bucket, Key=key)["Body"].read()
+        assert body == b"durable"
+    finally:
+        s3.delete_object(Bucket=stack_settings.output_bucket, Key=key)
+
+
+def test_restart_dynamodb_reloads_students(local_stack: LocalStack, stack_settings: Settings) -> None:
+    from facepipe.clients import dynamodb_client
+
+    local_stack.restart("dynamodb")
+    tables = dynamodb_client(stack_settings).list_tables()["TableNames"]
+    if (REPO_ROOT / "data" / "upload_data.py").is_file():
+        assert stack_settings.students_table in tables
+
+
+# ------------------------------------------------------------------------- down
+
+
+def test_down_leaves_no_process_and_no_state(make_stack) -> None:
+    stack = make_stack(workers=1)
+    stack.up()
+    pids = {component: stack.pids(component) for component in COMPONENTS}
+    assert all(pids.values()), pids
+    env_file, state_dir = stack.env_file, stack.state_dir
+    stack.down()
+    assert not state_dir.exists()
+    assert not env_file.exists()
+    for component, group in pids.items():
+        for pid in group:
+            alive = os.path.exists(f"/proc/{pid}") and not _is_zombie(pid)
+            assert not alive or str(state_dir) not in " ".join(_cmdline(pid)), (component, pid)
+        assert not _group_pids(group[0]), component
+    stack.down()  # a second down is harmless
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        stat_line = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    return stat_line[stat_line.rindex(")") + 2] == "Z"
+
+
+def test_secrets_are_generated_per_stack(local_stack: LocalStack) -> None:
+    fresh = LocalStack(local_stack.state_dir.parent / "never-booted", log=None)._resolve_config()
+    mine = local_stack.config
+    for name in ("s3_access_key_id", "s3_secret_access_key", "aws_secret_access_key", "notify_token", "fsid"):
+        assert getattr(mine, name) != getattr(fresh, name), name
+        assert len(getattr(fresh, name)) >= 16, name
+
+
+def test_up_refuses_to_overwrite_a_foreign_env_file(tmp_path: Path) -> None:
+    foreign = tmp_path / ".env"
+    foreign.write_text("S3_ENDPOINT_URL=https://example.invalid\n")
+    stack = LocalStack(tmp_path / "state", env_file=foreign, components=("dynamodb",), log=None)
+    with pytest.raises(StackError, match="not written by this stack"):
+        stack.up()
+    assert foreign.read_text() == "S3_ENDPOINT_URL=https://example.invalid\n"
+    stack.down()
+
+
+def test_up_recreates_ceph_after_an_osd_crash(make_stack) -> None:
+    """memstore loses every object when the OSD is killed; `start` says so, `up` rebuilds."""
+    stack = make_stack(components=("mon", "osd", "rgw"))
+    stack.up()
+    stack.stop("osd", grace=0)
+    assert stack.osd_data_lost()
+    with pytest.raises(StackError, match="memstore lost"):
+        stack.start("osd")
+    stack.up()
+    assert not stack.osd_data_lost()
+    s3 = s3_client(stack.settings())
+    s3.put_object(Bucket=stack.settings().output_bucket, Key="after-rebuild", Body=b"ok")
+    assert s3.get_object(Bucket=stack.settings().output_bucket, Key="after-rebuild")["Body"].read() == b"ok"
