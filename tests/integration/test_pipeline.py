@@ -14,6 +14,7 @@ import pytest
 import requests
 
 from facepipe.clients import s3_client
+from facepipe.mapping import load_mapping
 from facepipe.results import parse_csv
 from facepipe.settings import REPO_ROOT, Settings
 from facepipe.stack import LocalStack
@@ -59,11 +60,8 @@ def test_built_in_sample_end_to_end(local_stack: LocalStack, stack_env: dict[str
     accepted = notifier_metric(stack_settings, "facerec_notifier_events_total", '{outcome="accepted"}')
     assert accepted - accepted_before >= 8
     s3 = s3_client(stack_settings)
-    assert sorted(k for k in output_keys(s3, stack_settings) if k.endswith(".csv")) == sorted(
-        f"{Path(name).stem}.csv"
-        for name in (REPO_ROOT / "data" / "sample_mapping").read_text().split()
-        if ":" in name and not name.startswith("#")
-    )
+    expected = sorted(f"{Path(entry.video).stem}.csv" for entry in load_mapping(REPO_ROOT / "data" / "sample_mapping"))
+    assert sorted(k for k in output_keys(s3, stack_settings) if k.endswith(".csv")) == expected
 
 
 def test_awkward_keys_and_bad_media_through_notifications(
@@ -92,11 +90,9 @@ def test_multipart_upload_is_processed_once(local_stack: LocalStack, stack_setti
 
     s3 = s3_client(stack_settings)
     big = sample_dir.parent / "multipart.mp4"
-    subprocess.run(
-        ["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-loop", "1", "-i", str(sample_dir / "sample_hopper.mp4"),
-         "-vf", "noise=alls=60:allf=t", "-t", "6", "-r", "25", "-b:v", "20M", str(big)],
-        check=True,
-    )  # fmt: skip
+    noisy = ["-vf", "noise=alls=60:allf=t", "-t", "6", "-r", "25", "-b:v", "20M"]
+    source = ["-stream_loop", "-1", "-i", str(sample_dir / "sample_hopper.mp4")]
+    subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-y", *source, *noisy, str(big)], check=True)
     assert big.stat().st_size > 10 * 1024 * 1024
     s3.upload_file(
         str(big),
@@ -124,7 +120,8 @@ def test_reconciler_finds_objects_whose_notification_was_lost(
     local_stack: LocalStack, stack_settings: Settings, stack_env: dict[str, str], sample_dir: Path
 ) -> None:
     s3 = s3_client(stack_settings)
-    s3.put_bucket_notification_configuration(Bucket=stack_settings.input_bucket, NotificationConfiguration={})
+    disable = run("notifier/notification.py", "disable", env=stack_env)
+    assert disable.returncode == 0, disable.stdout + disable.stderr
     try:
         s3.put_object(Bucket=stack_settings.input_bucket, Key="unnoticed.mp4",
                       Body=(sample_dir / "sample_hopper.mp4").read_bytes())  # fmt: skip
