@@ -28,6 +28,9 @@ test: install
 	$(PYTHON) -m ruff check .
 	$(PYTHON) -m pytest -p no:cacheprovider
 
-demo: install up
+demo: install
+	$(STACK) up --known-faces data/known_faces.json --student-data data/student_data.json
 	$(PYTHON) workload/workload.py
 	$(PYTHON) checker/check.py --mapping data/sample_mapping --wait 300
+	@echo
+	@echo "The stack is still running (settings in .env, logs in .stack/logs/). Stop it with: make down"

@@ -117,7 +117,7 @@ def test_environment_holds_settings_and_watchdog_timeouts(stack: dict) -> None:
     image_env = deploylib.dockerfile_env(stages[-1])
     for key, seconds in timeouts.items():
         assert deploylib.go_duration_seconds(image_env[key]) == seconds
-    docs = (REPO / "docs" / "kubernetes.md").read_text()
+    docs = (REPO / "README.md").read_text()
     assert "gateway.upstreamTimeout=2m" in docs
 
 
