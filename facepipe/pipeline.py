@@ -174,6 +174,16 @@ class FaceRecognitionService:
             timings=timings,
         )
 
+    def recognize_file(self, path: Path) -> Recognition:
+        """The compute part of a request: frames of a local file, faces, matches (no S3, no DynamoDB)."""
+        frames = sample_frames(
+            path,
+            interval_s=self.settings.frame_interval_s,
+            max_frames=self.settings.max_frames,
+            timeout_s=self.settings.ffmpeg_timeout_s,
+        )
+        return self.recognizer.recognize(frames)
+
     def _recognize(self, bucket: str, key: str, timings: dict[str, float]) -> Recognition:
         suffix = Path(key).suffix if len(Path(key).suffix) <= 16 else ""
         fd, name = tempfile.mkstemp(prefix="facerec-", suffix=suffix)
@@ -188,13 +198,7 @@ class FaceRecognitionService:
                         raise NotFound(f"object {key!r} was deleted before it could be read") from None
                     raise
             timings["download"] = time.perf_counter() - t
-            frames = sample_frames(
-                path,
-                interval_s=self.settings.frame_interval_s,
-                max_frames=self.settings.max_frames,
-                timeout_s=self.settings.ffmpeg_timeout_s,
-            )
-            recognition = self.recognizer.recognize(frames)
+            recognition = self.recognize_file(path)
             timings["decode"] = recognition.decode_s
             timings["detect"] = recognition.detect_s
             return recognition
