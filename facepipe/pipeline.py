@@ -25,7 +25,7 @@ from facepipe.known_faces import load_known_faces
 from facepipe.media import MediaError, sample_frames
 from facepipe.recognition import Recognition, Recognizer
 from facepipe.results import Student, parse_csv, parse_error, render_csv, render_error
-from facepipe.settings import Settings
+from facepipe.settings import Settings, SettingsError
 from facepipe.students import StudentDirectory
 
 log = logging.getLogger("facepipe.function")
@@ -79,6 +79,8 @@ class FaceRecognitionService:
 
     def __init__(self, settings: Settings, s3=None, students: StudentDirectory | None = None):
         settings.require("known_faces", "input_bucket", "output_bucket", "students_table")
+        if settings.frame_sampling not in ("keyframes", "interval"):
+            raise SettingsError(f"FRAME_SAMPLING must be 'keyframes' or 'interval', not {settings.frame_sampling!r}")
         self.settings = settings
         self.s3 = s3 or s3_client(settings)
         self.students = students or StudentDirectory(settings)
@@ -181,6 +183,7 @@ class FaceRecognitionService:
             interval_s=self.settings.frame_interval_s,
             max_frames=self.settings.max_frames,
             timeout_s=self.settings.ffmpeg_timeout_s,
+            keyframes_only=self.settings.frame_sampling == "keyframes",
         )
         return self.recognizer.recognize(frames)
 

@@ -50,6 +50,7 @@ class Settings:
     # Recognition
     match_tolerance: float = 0.6
     max_object_bytes: int = 200 * 1024 * 1024
+    frame_sampling: str = "keyframes"  # keyframes | interval
     frame_interval_s: float = 1.0
     max_frames: int = 30
     detect_width: int = 640

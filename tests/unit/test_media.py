@@ -18,11 +18,19 @@ def frames_of(path: Path, **kwargs) -> list[media.Frame]:
     return list(sample_frames(path, **kwargs))
 
 
-def test_one_frame_per_second_from_the_start(sample_dir: Path) -> None:
+def test_keyframe_sampling_takes_the_first_frame_and_each_cut(sample_dir: Path) -> None:
     frames = frames_of(sample_dir / "sample_hopper.mp4")
+    assert [f.time_s for f in frames] == [0.0]
+    assert frames[0].image.shape == (600, 512, 3)
+    assert frames[0].image.flags["C_CONTIGUOUS"]
+    late = frames_of(sample_dir / "sample_collins_late.webm")
+    assert [f.time_s for f in late] == [0.0, 1.5]  # the encoder put a keyframe at the cut
+
+
+def test_interval_sampling_decodes_one_frame_per_second(sample_dir: Path) -> None:
+    frames = frames_of(sample_dir / "sample_hopper.mp4", keyframes_only=False)
     assert [f.index for f in frames] == [0, 1]
     assert [f.time_s for f in frames] == [0.0, 1.0]
-    assert frames[0].image.shape == (600, 512, 3)
 
 
 def test_rotation_metadata_is_honoured(sample_dir: Path) -> None:
@@ -42,7 +50,7 @@ def test_exif_orientation_of_a_still_photo_is_honoured(sample_dir: Path) -> None
 
 def test_other_containers_are_read(sample_dir: Path) -> None:
     for name in ("sample_collins_late.webm", "sample_hopper_small.mkv", "sample_nobody.mov"):
-        assert len(frames_of(sample_dir / name)) >= 2, name
+        assert len(frames_of(sample_dir / name)) >= 1, name
 
 
 def test_large_frames_are_scaled_down(sample_dir: Path) -> None:
@@ -54,9 +62,10 @@ def test_large_frames_are_scaled_down(sample_dir: Path) -> None:
 
 def test_long_video_work_is_bounded(tmp_path: Path) -> None:
     path = tmp_path / "long.mp4"
-    _ffmpeg("-f", "lavfi", "-i", "testsrc=size=160x120:rate=5", "-t", "120", "-pix_fmt", "yuv420p", str(path))
-    frames = frames_of(path, interval_s=1.0, max_frames=4)
-    assert [f.time_s for f in frames] == [0.0, 1.0, 2.0, 3.0]
+    _ffmpeg("-f", "lavfi", "-i", "testsrc=size=160x120:rate=5", "-t", "120", "-g", "25", str(path))
+    assert [f.time_s for f in frames_of(path, interval_s=1.0, max_frames=4, keyframes_only=False)] == [0, 1, 2, 3]
+    assert [f.time_s for f in frames_of(path, interval_s=1.0, max_frames=4)] == [0, 5, 10, 15]  # keyframes
+    assert [f.time_s for f in frames_of(path, interval_s=12.0, max_frames=3)] == [0, 15, 30]
 
 
 @pytest.mark.parametrize(
@@ -93,21 +102,22 @@ def test_audio_only_file(tmp_path: Path) -> None:
     assert info.value.kind == "no_video_stream"
 
 
-def test_slow_decode_is_killed_at_the_timeout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_slow_decode_stops_at_the_timeout(tmp_path: Path) -> None:
     path = tmp_path / "slow.mp4"
-    _ffmpeg("-f", "lavfi", "-i", "testsrc=size=160x120:rate=5", "-t", "60", "-pix_fmt", "yuv420p", str(path))
-    real_command = media._ffmpeg_command
-
-    def realtime_command(*args):  # -re: ffmpeg reads the input no faster than it plays
-        command = real_command(*args)
-        return [command[0], "-re", *command[1:]]
-
-    monkeypatch.setattr(media, "_ffmpeg_command", realtime_command)
+    _ffmpeg("-f", "lavfi", "-i", "testsrc=size=1280x720:rate=30", "-t", "20", "-pix_fmt", "yuv420p",
+            "-preset", "ultrafast", str(path))  # fmt: skip
     started = time.monotonic()
     with pytest.raises(MediaError) as info:
-        frames_of(path, interval_s=1.0, max_frames=60, timeout_s=1.0)
+        frames_of(path, interval_s=0.01, max_frames=10_000, timeout_s=0.3, keyframes_only=False)
     assert info.value.kind == "timeout"
-    assert time.monotonic() - started < 10
+    assert time.monotonic() - started < 5
+
+
+def test_huge_video_is_refused_before_decoding(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sample_dir) -> None:
+    monkeypatch.setattr(media, "MAX_VIDEO_PIXELS", 1000)
+    with pytest.raises(MediaError) as info:
+        frames_of(sample_dir / "sample_hopper.mp4")
+    assert info.value.kind == "too_large"
 
 
 def test_huge_image_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sample_dir: Path) -> None:
@@ -117,15 +127,20 @@ def test_huge_image_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, 
     assert info.value.kind == "too_large"
 
 
-def test_no_ffmpeg_leftovers(tmp_path: Path, sample_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_no_leftovers(tmp_path: Path, sample_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     private_tmp = tmp_path / "tmp"
     private_tmp.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(private_tmp))
-    for _ in range(3):
+    garbage = tmp_path / "garbage.mp4"
+    garbage.write_bytes(b"\x00garbage" * 1000)
+    frames_of(sample_dir / "sample_collins.mp4")  # warm up the libraries before counting
+    open_files = len(os.listdir("/proc/self/fd"))
+    for _ in range(20):
         frames_of(sample_dir / "sample_collins.mp4")
-        generator = sample_frames(sample_dir / "sample_collins_late.webm")
+        generator = sample_frames(sample_dir / "sample_collins_late.webm", keyframes_only=False)
         next(generator)
-        generator.close()  # stop early: ffmpeg must still be reaped
+        generator.close()  # stopped early: the file must still be closed
+        with pytest.raises(MediaError):
+            frames_of(garbage)
+    assert len(os.listdir("/proc/self/fd")) == open_files
     assert list(private_tmp.iterdir()) == []
-    children = subprocess.run(["pgrep", "-P", str(os.getpid()), "ffmpeg"], capture_output=True)
-    assert children.stdout == b""
