@@ -12,6 +12,7 @@ MEDIA_SUFFIXES = VIDEO_SUFFIXES | IMAGE_SUFFIXES
 
 RESULT_SUFFIX = ".csv"
 ERROR_SUFFIX = ".error.json"
+PICTURE_SUFFIX = ".jpg"
 
 
 def stem(key: str) -> str:
@@ -27,6 +28,11 @@ def result_key(key: str) -> str:
 
 def error_key(key: str) -> str:
     return stem(key) + ERROR_SUFFIX
+
+
+def picture_key(key: str) -> str:
+    """The annotated picture written beside a result."""
+    return stem(key) + PICTURE_SUFFIX
 
 
 def is_media_name(name: str) -> bool:

@@ -3,7 +3,8 @@
 Idempotent: the result carries the source object's ETag in its metadata, and a
 request for an object whose result (or error record) already has that ETag
 returns the stored answer without doing the work again. Exactly one of
-`<stem>.csv` and `<stem>.error.json` exists after a run.
+`<stem>.csv` and `<stem>.error.json` exists after a run; a result also has its
+annotated picture `<stem>.jpg`, written before the CSV.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 from botocore.exceptions import ClientError
 
 from facepipe import keys, metrics
+from facepipe.annotate import annotated_jpeg
 from facepipe.clients import s3_client
 from facepipe.events import BadRequest
 from facepipe.known_faces import load_known_faces
@@ -46,6 +48,7 @@ class Outcome:
     status: int
     outcome: str  # ok | error | skipped | not_found
     output_key: str | None = None
+    picture_key: str | None = None
     people: list[Student] = field(default_factory=list)
     error: dict | None = None
     faces: int = 0
@@ -59,6 +62,7 @@ class Outcome:
             "key": self.key,
             "outcome": self.outcome,
             "output_key": self.output_key,
+            "picture_key": self.picture_key,
             "people": [vars(p) for p in self.people],
             "faces": self.faces,
             "unknown_faces": self.unknown_faces,
@@ -114,20 +118,28 @@ class FaceRecognitionService:
                 return None  # unreadable stored answer: do the work again
         return None
 
-    def _write(self, key: str, etag: str, text: str, content_type: str, is_error: bool) -> str:
-        output = self.settings.output_bucket
-        output_key, other_key = keys.result_key(key), keys.error_key(key)
-        if is_error:
-            output_key, other_key = other_key, output_key
+    def _put(self, output_key: str, body: bytes, content_type: str, etag: str) -> None:
         self.s3.put_object(
-            Bucket=output,
+            Bucket=self.settings.output_bucket,
             Key=output_key,
-            Body=text.encode(),
+            Body=body,
             ContentType=content_type,
             Metadata={ETAG_METADATA: etag},
         )
-        self.s3.delete_object(Bucket=output, Key=other_key)
-        return output_key
+
+    def _write_result(self, key: str, etag: str, csv_text: str, picture: bytes | None) -> str:
+        """The picture first, then the CSV (its presence means the answer is complete), then no error record."""
+        if picture is not None:
+            self._put(keys.picture_key(key), picture, "image/jpeg", etag)
+        self._put(keys.result_key(key), csv_text.encode(), "text/csv", etag)
+        self.s3.delete_object(Bucket=self.settings.output_bucket, Key=keys.error_key(key))
+        return keys.result_key(key)
+
+    def _write_error(self, key: str, etag: str, record: str) -> str:
+        self._put(keys.error_key(key), record.encode(), "application/json", etag)
+        for stale in (keys.result_key(key), keys.picture_key(key)):
+            self.s3.delete_object(Bucket=self.settings.output_bucket, Key=stale)
+        return keys.error_key(key)
 
     def process(self, bucket: str, key: str) -> Outcome:
         keys.validate_key(key)
@@ -152,7 +164,7 @@ class FaceRecognitionService:
         except MediaError as exc:
             record = render_error(key, exc.kind, exc.detail)
             t = time.perf_counter()
-            output_key = self._write(key, etag, record, "application/json", is_error=True)
+            output_key = self._write_error(key, etag, record)
             timings["upload"] = time.perf_counter() - t
             timings["total"] = time.perf_counter() - started
             return Outcome(bucket, key, 422, "error", output_key, error=json.loads(record), timings=timings)
@@ -160,7 +172,8 @@ class FaceRecognitionService:
         people = self.students.lookup(recognition.people)
         timings["lookup"] = time.perf_counter() - t
         t = time.perf_counter()
-        output_key = self._write(key, etag, render_csv(people), "text/csv", is_error=False)
+        picture = annotated_jpeg(recognition)
+        output_key = self._write_result(key, etag, render_csv(people), picture)
         timings["upload"] = time.perf_counter() - t
         timings["total"] = time.perf_counter() - started
         return Outcome(
@@ -169,6 +182,7 @@ class FaceRecognitionService:
             200,
             "ok",
             output_key,
+            picture_key=keys.picture_key(key) if picture is not None else None,
             people=people,
             faces=len(recognition.hits),
             unknown_faces=recognition.unknown_faces,

@@ -12,6 +12,8 @@ import numpy as np
 from facepipe.known_faces import KnownFaces
 from facepipe.media import Frame
 
+MAX_KEY_FRAMES = 4
+
 
 @dataclass(frozen=True)
 class FaceHit:
@@ -28,6 +30,8 @@ class Recognition:
     frames: int = 0
     decode_s: float = 0.0
     detect_s: float = 0.0
+    #: The frames worth showing: each frame where someone known was first seen, else the first frame.
+    key_frames: list[Frame] = field(default_factory=list)
 
     @property
     def people(self) -> list[str]:
@@ -102,6 +106,15 @@ class Recognizer:
             if frame is None:
                 return result
             started = time.perf_counter()
-            result.hits.extend(self.recognize_frame(frame))
+            known_before = set(result.people)
+            hits = self.recognize_frame(frame)
+            result.hits.extend(hits)
             result.detect_s += time.perf_counter() - started
+            if any(hit.name is not None and hit.name not in known_before for hit in hits):
+                if not known_before:
+                    result.key_frames.clear()
+                if len(result.key_frames) < MAX_KEY_FRAMES:
+                    result.key_frames.append(frame)
+            elif not result.key_frames:
+                result.key_frames.append(frame)
             result.frames += 1

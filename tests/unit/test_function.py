@@ -9,6 +9,8 @@ import tempfile
 from pathlib import Path
 
 import boto3
+import cv2
+import numpy as np
 import pytest
 from moto import mock_aws
 
@@ -98,6 +100,10 @@ def test_recognises_and_writes_the_csv(env, sample_dir: Path) -> None:
     assert body["outcome"] == "ok" and body["output_key"] == "sample_both.csv"
     assert [p["name"] for p in body["people"]] == ["grace_hopper", "eileen_collins"]
     assert set(body["timings"]) >= {"download", "decode", "detect", "lookup", "upload", "total"}
+    assert body["picture_key"] == "sample_both.jpg"
+    picture = cv2.imdecode(np.frombuffer(env["s3"].get_object(Bucket="output", Key="sample_both.jpg")["Body"].read(),
+                                         np.uint8), cv2.IMREAD_COLOR)  # fmt: skip
+    assert picture.shape[0] == 360 and picture.shape[1] > 360
     assert parse_csv(read_output(env, "sample_both.csv")) == [
         Student("grace_hopper", "computer_science", "senior"),
         Student("eileen_collins", "aerospace_engineering", "junior"),
@@ -111,7 +117,7 @@ def test_same_object_twice_gives_one_result(env, sample_dir: Path) -> None:
     assert first[0] == second[0] == 200
     assert first[1]["outcome"] == "ok" and second[1]["outcome"] == "skipped"
     assert second[1]["people"] == first[1]["people"]
-    assert {k for k in output_keys(env) if k.startswith("twice")} == {"twice.csv"}
+    assert {k for k in output_keys(env) if k.startswith("twice")} == {"twice.csv", "twice.jpg"}
 
 
 def test_nobody_gives_header_only(env, sample_dir: Path) -> None:
@@ -127,7 +133,7 @@ def test_unreadable_media_gives_an_error_record_and_422(env) -> None:
     assert status == 422 and body["outcome"] == "error"
     record = json.loads(read_output(env, "notes.error.json"))
     assert record["key"] == "notes.mp4" and record["error"] == "unreadable" and record["detail"]
-    assert "notes.csv" not in output_keys(env)
+    assert not {"notes.csv", "notes.jpg"} & output_keys(env)
 
 
 def test_a_fixed_upload_replaces_its_error_record(env, sample_dir: Path) -> None:
@@ -137,7 +143,10 @@ def test_a_fixed_upload_replaces_its_error_record(env, sample_dir: Path) -> None
     upload(env, "fixed.mp4", (sample_dir / "sample_collins.mp4").read_bytes())
     status, body = invoke(env, {"bucket": "input", "key": "fixed.mp4"})
     assert status == 200 and [p["name"] for p in body["people"]] == ["eileen_collins"]
-    assert {k for k in output_keys(env) if k.startswith("fixed")} == {"fixed.csv"}
+    assert {k for k in output_keys(env) if k.startswith("fixed")} == {"fixed.csv", "fixed.jpg"}
+    upload(env, "fixed.mp4", b"broken again")
+    assert invoke(env, {"bucket": "input", "key": "fixed.mp4"})[0] == 422
+    assert {k for k in output_keys(env) if k.startswith("fixed")} == {"fixed.error.json"}
 
 
 def test_too_large_object_is_refused_without_download(env, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -35,6 +35,30 @@ def test_face_that_appears_later_is_found_with_its_time(recognizer: Recognizer, 
     assert not any(hit.frame_index == 0 for hit in result.hits)
 
 
+def test_key_frames_are_where_people_are_first_seen(recognizer: Recognizer, sample_dir: Path) -> None:
+    late = recognizer.recognize(sample_frames(sample_dir / "sample_collins_late.webm"))
+    assert [frame.time_s for frame in late.key_frames] == [1.5]
+    nobody = recognizer.recognize(sample_frames(sample_dir / "sample_nobody.mov"))
+    assert [frame.index for frame in nobody.key_frames] == [0]
+
+
+def test_annotated_picture_marks_every_face(recognizer: Recognizer, sample_dir: Path) -> None:
+    import cv2
+
+    from facepipe.annotate import KNOWN_COLOUR, annotated_jpeg
+
+    result = recognizer.recognize(sample_frames(sample_dir / "sample_both.mp4"))
+    picture = cv2.cvtColor(cv2.imdecode(np.frombuffer(annotated_jpeg(result), np.uint8), cv2.IMREAD_COLOR),
+                           cv2.COLOR_BGR2RGB)  # fmt: skip
+    assert picture.shape[0] == 360
+    scale = 360 / result.key_frames[0].image.shape[0]
+    for hit in result.hits:
+        top, right, bottom, left = (round(v * scale) for v in hit.box)
+        edge = picture[(top + bottom) // 2, max(0, left - 1) : left + 2].astype(int)
+        assert np.abs(edge - KNOWN_COLOUR).sum(axis=1).min() < 90, hit.name  # a green box edge
+    assert annotated_jpeg(type(result)()) is None
+
+
 def test_small_face_is_found_by_upsampling(recognizer: Recognizer, sample_dir: Path) -> None:
     result = recognizer.recognize(sample_frames(sample_dir / "sample_hopper_small.mkv"))
     assert result.people == ["grace_hopper"]
