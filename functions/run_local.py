@@ -31,6 +31,7 @@ from facepipe.settings import load_settings  # noqa: E402
 
 FUNCTION_DIR = REPO_ROOT / "functions" / "face-recognition"
 log = logging.getLogger("facepipe.runner")
+MAX_FAILED_STARTS = 3
 
 
 class Worker:
@@ -67,21 +68,35 @@ class Gateway:
         self.timeout_s = timeout_s
         self.idle: queue.Queue[Worker] = queue.Queue()
         self.stopping = threading.Event()
+        self.failed = False
 
     def supervise(self) -> None:
-        """Start workers, put them in the idle queue once healthy, restart dead ones."""
+        """Start workers, put them in the idle queue once healthy, restart dead ones.
+
+        A worker that exits MAX_FAILED_STARTS times in a row without ever becoming
+        ready cannot start (bad settings, missing module): the runner gives up.
+        """
         for worker in self.workers:
             worker.start()
         pending = set(self.workers)
+        failed_starts = dict.fromkeys(self.workers, 0)
         while not self.stopping.is_set():
             for worker in self.workers:
                 if not worker.alive() and not self.stopping.is_set():
+                    if worker in pending:
+                        failed_starts[worker] += 1
+                    if failed_starts[worker] >= MAX_FAILED_STARTS:
+                        log.error("worker %d cannot start (see its output above); stopping", worker.number)
+                        self.failed = True
+                        os.kill(os.getpid(), signal.SIGTERM)
+                        return
                     log.warning("worker %d exited with %s; starting it again", worker.number, worker.process.returncode)
                     worker.start()
                     pending.add(worker)
             for worker in list(pending):
                 if worker.check_ready():
                     pending.discard(worker)
+                    failed_starts[worker] = 0
                     self.idle.put(worker)
                     log.info("worker %d ready", worker.number)
             self.stopping.wait(0.2)
@@ -169,14 +184,14 @@ def main(argv: list[str] | None = None) -> int:
 
     def shutdown(signum, frame) -> None:
         gateway.stop()
-        sys.exit(0)
+        sys.exit(1 if gateway.failed else 0)
 
     signal.signal(signal.SIGTERM, shutdown)
     signal.signal(signal.SIGINT, shutdown)
     log.info("gateway on http://%s:%d/function/%s with %d workers", args.host, args.port,
              settings.function_name, len(workers))  # fmt: skip
     serve(create_app(gateway), host=args.host, port=args.port, threads=max(8, 4 * len(workers)), ident="gateway")
-    return 0
+    return 1 if gateway.failed else 0
 
 
 if __name__ == "__main__":

@@ -6,7 +6,8 @@ set -euo pipefail
 
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(ceph-mon ceph-osd radosgw ffmpeg python3-venv)
+# chromium: the results page is tested in a real headless browser (driven by Playwright).
+APT_PACKAGES=(ceph-mon ceph-osd radosgw ffmpeg python3-venv chromium)
 # face_recognition's metadata asks for "dlib", which would compile from source; dlib-bin
 # (requirements.txt) is the same library prebuilt, so face_recognition goes in without deps.
 FACE_RECOGNITION="face_recognition==1.3.0"
@@ -38,7 +39,7 @@ if [[ ! -x $VENV/bin/python ]]; then
     "$PYTHON" -m venv "$VENV"
 fi
 
-want=$(cat requirements.txt requirements-dev.txt <(echo "$FACE_RECOGNITION") <("$VENV/bin/python" --version) |
+want=$(cat requirements.txt requirements-dev.txt functions/face-recognition/requirements.txt <(echo "$FACE_RECOGNITION") <("$VENV/bin/python" --version) |
     sha256sum | cut -d' ' -f1)
 if [[ -f $STAMP && $(cat "$STAMP") == "$want" ]]; then
     exit 0
