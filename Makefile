@@ -32,5 +32,9 @@ demo: install
 	$(STACK) up --known-faces data/known_faces.json --student-data data/student_data.json
 	$(PYTHON) workload/workload.py
 	$(PYTHON) checker/check.py --mapping data/sample_mapping --wait 300
+	$(PYTHON) workload/workload.py --http "$$(sed -n 's/^WEB_URL=//p' .env)" --mapping data/sample_mapping
 	@echo
-	@echo "The stack is still running (settings in .env, logs in .stack/logs/). Stop it with: make down"
+	@web=$$(sed -n 's/^WEB_URL=//p' .env); \
+	  echo "Web tier:     $$web   (curl -F inputFile=@clip.mp4 $$web)"; \
+	  echo "Results page: $${web}results"
+	@echo "The stack is still running (settings in .env, logs in .stack/log/). Stop it with: make down"
