@@ -13,6 +13,8 @@ MEDIA_SUFFIXES = VIDEO_SUFFIXES | IMAGE_SUFFIXES
 RESULT_SUFFIX = ".csv"
 ERROR_SUFFIX = ".error.json"
 PICTURE_SUFFIX = ".jpg"
+#: Object metadata on every answer: the ETag of the input object version it answers.
+SOURCE_ETAG_METADATA = "source-etag"
 
 
 def stem(key: str) -> str:

@@ -37,7 +37,7 @@ from werkzeug.exceptions import HTTPException
 
 from facepipe.clients import s3_client, sns_client
 from facepipe.events import BadRequest, ObjectEvent, parse_records
-from facepipe.keys import error_key, result_key, validate_key
+from facepipe.keys import SOURCE_ETAG_METADATA, error_key, result_key, validate_key
 from facepipe.settings import Settings, SettingsError, load_settings
 
 log = logging.getLogger("facepipe.notifier")
@@ -327,15 +327,21 @@ class Notifier:
                     self._changed.notify_all()
 
     def _answered(self, job: Job) -> bool:
-        """True when the output already holds a result or error record at least as new as the object."""
-        if job.last_modified is None:
-            return False
+        """True when the output already holds the answer to this version of the object.
+
+        The function records the input's ETag on every answer, so this is exact; answers
+        without it (written by something else) count when they are at least as new.
+        """
         for name in (result_key(job.key), error_key(job.key)):
             try:
                 head = self.s3.head_object(Bucket=self.settings.output_bucket, Key=name)
             except (BotoCoreError, ClientError):
                 continue
-            if _seconds(head["LastModified"]) >= _seconds(job.last_modified):
+            answered_etag = head.get("Metadata", {}).get(SOURCE_ETAG_METADATA)
+            if answered_etag is not None:
+                if job.etag and answered_etag == job.etag:
+                    return True
+            elif job.last_modified is not None and _seconds(head["LastModified"]) >= _seconds(job.last_modified):
                 return True
         return False
 

@@ -32,8 +32,6 @@ from facepipe.students import StudentDirectory
 
 log = logging.getLogger("facepipe.function")
 
-ETAG_METADATA = "source-etag"
-
 
 class NotFound(Exception):
     """The object does not exist (any more)."""
@@ -107,7 +105,7 @@ class FaceRecognitionService:
         output = self.settings.output_bucket
         for output_key, is_error in ((keys.result_key(key), False), (keys.error_key(key), True)):
             head = self._head(output, output_key)
-            if head is None or head.get("Metadata", {}).get(ETAG_METADATA) != etag:
+            if head is None or head.get("Metadata", {}).get(keys.SOURCE_ETAG_METADATA) != etag:
                 continue
             body = self.s3.get_object(Bucket=output, Key=output_key)["Body"].read().decode()
             try:
@@ -124,7 +122,7 @@ class FaceRecognitionService:
             Key=output_key,
             Body=body,
             ContentType=content_type,
-            Metadata={ETAG_METADATA: etag},
+            Metadata={keys.SOURCE_ETAG_METADATA: etag},
         )
 
     def _write_result(self, key: str, etag: str, csv_text: str, picture: bytes | None) -> str:

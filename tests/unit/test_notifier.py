@@ -357,6 +357,22 @@ def test_redelivery_after_success_is_skipped_when_the_result_is_there(client, no
     assert metric(client, "facerec_notifier_skipped_total") == 2
 
 
+def test_answer_to_another_version_is_not_taken_even_within_the_same_second(client, notifier, settings, s3, gateway):
+    etag = s3.put_object(Bucket=settings.input_bucket, Key="a.mp4", Body=b"new version")["ETag"].strip('"')
+    s3.put_object(Bucket=settings.output_bucket, Key="a.error.json", Body=b'{"error": "empty"}',
+                  Metadata={"source-etag": "etag-of-the-old-version"})  # fmt: skip
+    gateway.on_ok = lambda body: s3.put_object(
+        Bucket=settings.output_bucket, Key="a.csv", Body=b"name,major,year\n", Metadata={"source-etag": etag}
+    )
+    notifier.start(reconcile=False)
+    body = {"Records": [record(settings.input_bucket, "a.mp4")]}
+    for _ in range(2):
+        assert client.post("/", json=body).status_code == 200
+        assert notifier.wait_idle(5)
+    assert gateway.keys() == ["a.mp4"]  # invoked for the new version once, then its own answer is found
+    assert metric(client, "facerec_notifier_skipped_total") == 1
+
+
 def test_new_version_while_running_is_processed_after_not_alongside(notifier, settings, s3, gateway):
     gateway.delay_s = 0.3
     # The first run's result is written after the new version was uploaded: newer, yet stale.
