@@ -120,6 +120,7 @@ def sample_video_frames(
         width, height = stream.codec_context.width, stream.codec_context.height
         if width * height > MAX_VIDEO_PIXELS:
             raise MediaError("too_large", f"video of {width}x{height} pixels is too large")
+        stream.codec_context.thread_count = 1  # one video per worker process; processes give parallelism
         if keyframes_only:
             stream.codec_context.skip_frame = "NONKEY"
         start = None

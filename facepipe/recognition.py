@@ -59,6 +59,7 @@ class Recognizer:
     def __init__(self, known: KnownFaces, tolerance: float = 0.6, detect_width: int = 640):
         import face_recognition  # loads the dlib models (about 1 s)
 
+        cv2.setNumThreads(1)  # one video per worker process: no thread pool competing with the other workers
         self._fr = face_recognition
         self.known = known
         self.tolerance = tolerance
