@@ -2,7 +2,7 @@
 
 from prometheus_client import Counter, Histogram
 
-STAGES = ("download", "decode", "detect", "lookup", "upload")
+STAGES = ("download", "queue", "decode", "detect", "lookup", "upload")
 
 VIDEOS = Counter("facerec_videos", "Videos processed, by outcome", ["outcome"])
 STAGE_SECONDS = Histogram(

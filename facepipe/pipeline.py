@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -86,6 +87,9 @@ class FaceRecognitionService:
         self.settings = settings
         self.s3 = s3 or s3_client(settings)
         self.students = students or StudentDirectory(settings)
+        # Recognition is CPU-bound: one at a time per process, while other requests'
+        # downloads, lookups and uploads proceed (replicas or worker processes give parallelism).
+        self._compute_lock = threading.Lock()
         self.recognizer = Recognizer(
             load_known_faces(settings.known_faces),
             tolerance=settings.match_tolerance,
@@ -213,7 +217,10 @@ class FaceRecognitionService:
                         raise NotFound(f"object {key!r} was deleted before it could be read") from None
                     raise
             timings["download"] = time.perf_counter() - t
-            recognition = self.recognize_file(path)
+            t = time.perf_counter()
+            with self._compute_lock:
+                timings["queue"] = time.perf_counter() - t
+                recognition = self.recognize_file(path)
             timings["decode"] = recognition.decode_s
             timings["detect"] = recognition.detect_s
             return recognition

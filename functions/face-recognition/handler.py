@@ -22,9 +22,6 @@ log = logging.getLogger("facepipe.function")
 
 _service: FaceRecognitionService | None = None
 _service_lock = threading.Lock()
-# One video at a time per process: recognition is CPU-bound; replicas (or local
-# worker processes) give parallelism, threads would only interleave.
-_work_lock = threading.Lock()
 
 
 def service() -> FaceRecognitionService:
@@ -50,8 +47,7 @@ def _response(status: int, body: dict) -> dict:
 
 def _process_one(bucket: str, key: str) -> tuple[int, dict]:
     try:
-        with _work_lock:
-            outcome = service().handle(bucket, key)
+        outcome = service().handle(bucket, key)
         return outcome.status, outcome.to_json()
     except BadRequest as exc:
         return 400, {"bucket": bucket, "key": key, "error": str(exc)}

@@ -236,3 +236,39 @@ def test_no_temp_files_left(env, sample_dir: Path, tmp_path: Path, monkeypatch: 
     assert invoke(env, {"bucket": "input", "key": "tmpcheck.mp4"})[0] == 200
     assert invoke(env, {"bucket": "input", "key": "tmpbad.mp4"})[0] == 422
     assert list(tmp_path.iterdir()) == []
+
+
+def test_concurrent_requests_share_io_but_not_compute(env, sample_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    service = env["index"].handler.service()
+    running, most = [0], [0]
+    guard = threading.Lock()
+    real = service.recognize_file
+
+    def counting(path):
+        with guard:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        try:
+            return real(path)
+        finally:
+            with guard:
+                running[0] -= 1
+
+    monkeypatch.setattr(service, "recognize_file", counting)
+    for n in range(4):
+        upload(env, f"parallel{n}.mp4", (sample_dir / "sample_hopper.mp4").read_bytes())
+    answers = [None] * 4
+
+    def call(n: int) -> None:
+        answers[n] = invoke(env, {"bucket": "input", "key": f"parallel{n}.mp4"})
+
+    threads = [threading.Thread(target=call, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert [status for status, _ in answers] == [200] * 4
+    assert all([p["name"] for p in body["people"]] == ["grace_hopper"] for _, body in answers)
+    assert most[0] == 1
