@@ -5,7 +5,7 @@ STACK := $(PYTHON) -m facepipe.stack
 STACK_ARGS := $(if $(KNOWN_FACES),--known-faces "$(KNOWN_FACES)") \
               $(if $(STUDENT_DATA),--student-data "$(STUDENT_DATA)")
 
-.PHONY: all install up down status lint test demo
+.PHONY: all install up down status lint test demo bench chaos
 
 all: test
 
@@ -38,3 +38,15 @@ demo: install
 	  echo "Web tier:     $$web   (curl -F inputFile=@clip.mp4 $$web)"; \
 	  echo "Results page: $${web}results"
 	@echo "The stack is still running (settings in .env, logs in .stack/log/). Stop it with: make down"
+
+# Benchmark on its own stack (temporary folder, free ports, stopped at the end). CSE546 data
+# from ../shared/cse546 or $CSE546_DIR; options: make bench BENCH_ARGS="--rounds 5 --workers 2".
+# The last line of its output is one JSON object.
+bench: install
+	$(PYTHON) scripts/bench.py $(BENCH_ARGS)
+
+# Faults, bad input and security on its own stack (temporary folder, free ports, stopped at
+# the end), CSE546 data from ../shared/cse546 or $CSE546_DIR; options:
+# make chaos CHAOS_ARGS="--videos 30 --scenario rgw-restart". The last line is one JSON object.
+chaos: install
+	$(PYTHON) scripts/chaos.py $(CHAOS_ARGS)

@@ -16,15 +16,19 @@ _RGW_CONFIG = Config(
 )
 
 
-def s3_client(settings: Settings):
-    """S3 client for the Ceph RGW endpoint."""
+def s3_client(settings: Settings, max_pool_connections: int | None = None):
+    """S3 client for the Ceph RGW endpoint; `max_pool_connections` for callers with many
+    threads sharing the client (botocore keeps 10 connections by default)."""
+    config = _RGW_CONFIG
+    if max_pool_connections:
+        config = config.merge(Config(max_pool_connections=max_pool_connections))
     return boto3.client(
         "s3",
         endpoint_url=settings.s3_endpoint_url,
         aws_access_key_id=settings.s3_access_key_id,
         aws_secret_access_key=settings.s3_secret_access_key,
         region_name=settings.s3_region,
-        config=_RGW_CONFIG,
+        config=config,
     )
 
 

@@ -1,15 +1,16 @@
 """The local stack: single-node Ceph (mon, osd, RGW), a DynamoDB-compatible server, the
-function runner and the notifier, all on 127.0.0.1, all state in one folder.
+function runner, the notifier and the web tier, all on 127.0.0.1, all state in one folder.
 
     python -m facepipe.stack up [--known-faces FILE] [--student-data JSON] [...]
     python -m facepipe.stack status
     python -m facepipe.stack down
 
 `up` is safe to run again: Ceph and the DynamoDB server are kept when they are healthy
-(started again when dead); the function runner and the notifier are always restarted so a
-new dataset takes effect; the notifier's `setup` and `upload_data.py` are rerun (both are
-idempotent). The stack's settings are written to an env file (default `<repo>/.env`) that
-every entry point reads, and passed to every child process through its environment.
+(started again when dead); the function runner, the notifier and the web tier are always
+restarted so a new dataset takes effect; the notifier's `setup` and `upload_data.py` are
+rerun (both are idempotent). The stack's settings are written to an env file (default
+`<repo>/.env`) that every entry point reads, and passed to every child process through its
+environment.
 
 Every daemon runs detached in its own session (so its process group can be stopped as a
 whole), logs to `<state>/log/<component>.log` and has its pid recorded in
@@ -42,7 +43,7 @@ from pathlib import Path
 
 from facepipe.settings import REPO_ROOT, Settings
 
-COMPONENTS = ("mon", "osd", "rgw", "dynamodb", "function", "notifier")
+COMPONENTS = ("mon", "osd", "rgw", "dynamodb", "function", "notifier", "web")
 CEPH_COMPONENTS = ("mon", "osd", "rgw")
 CEPH_BINARIES = ("ceph", "ceph-authtool", "monmaptool", "ceph-mon", "ceph-osd", "radosgw", "radosgw-admin")
 
@@ -53,15 +54,18 @@ DEFAULT_STUDENT_DATA = REPO_ROOT / "data" / "student_data.json"
 FUNCTION_RUNNER = REPO_ROOT / "functions" / "run_local.py"
 NOTIFIER = REPO_ROOT / "notifier" / "notification.py"
 UPLOAD_DATA = REPO_ROOT / "data" / "upload_data.py"
+WEB_APP = REPO_ROOT / "web" / "app.py"
 
-DEFAULT_PORTS = {"mon": 6789, "rgw": 7480, "dynamodb": 8001, "gateway": 8080, "notifier": 8090, "worker_base": 8100}
+DEFAULT_PORTS = {
+    "mon": 6789, "rgw": 7480, "dynamodb": 8001, "gateway": 8080, "notifier": 8090, "worker_base": 8100, "web": 8000,
+}  # fmt: skip
 HOST = "127.0.0.1"
 RGW_NAME = "client.rgw.local"
 RGW_UID = "facepipe"
 ENV_MARKER = "# Written by `python -m facepipe.stack up`"
 
 #: How long to wait for each component to become healthy (seconds).
-TIMEOUTS = {"mon": 30, "osd": 60, "rgw": 120, "dynamodb": 30, "function": 180, "notifier": 60}
+TIMEOUTS = {"mon": 30, "osd": 60, "rgw": 120, "dynamodb": 30, "function": 180, "notifier": 60, "web": 60}
 
 
 class StackError(RuntimeError):
@@ -94,6 +98,8 @@ class StackConfig:
     notify_token: str = field(default_factory=lambda: secrets.token_urlsafe(32))
     #: The function runner's workers listen on worker_base_port .. worker_base_port + workers - 1.
     worker_base_port: int = DEFAULT_PORTS["worker_base"]
+    #: The web tier (POST a file, results page); a default so that older stack.json files load.
+    web_port: int = DEFAULT_PORTS["web"]
 
 
 @dataclass(frozen=True)
@@ -232,6 +238,7 @@ class LocalStack:
         gateway_port: int | None = None,
         notifier_port: int | None = None,
         worker_base_port: int | None = None,
+        web_port: int | None = None,
         workers: int | None = None,
         known_faces: str | os.PathLike | None = None,
         student_data: str | os.PathLike | None = None,
@@ -247,6 +254,7 @@ class LocalStack:
             "gateway_port": gateway_port,
             "notifier_port": notifier_port,
             "worker_base_port": worker_base_port,
+            "web_port": web_port,
             "workers": workers,
             "known_faces": str(Path(known_faces).resolve()) if known_faces else None,
             "student_data": str(Path(student_data).resolve()) if student_data else None,
@@ -317,6 +325,7 @@ class LocalStack:
                 gateway_port=req["gateway_port"] or DEFAULT_PORTS["gateway"],
                 notifier_port=req["notifier_port"] or DEFAULT_PORTS["notifier"],
                 worker_base_port=req["worker_base_port"] or DEFAULT_PORTS["worker_base"],
+                web_port=req["web_port"] or DEFAULT_PORTS["web"],
                 workers=req["workers"] or os.cpu_count() or 1,
                 known_faces=req["known_faces"] or str(DEFAULT_KNOWN_FACES),
                 student_data=req["student_data"] or str(DEFAULT_STUDENT_DATA),
@@ -328,7 +337,9 @@ class LocalStack:
                     f"the stack in {self.state_dir} uses {name} {getattr(old, name)}; "
                     f"run `down` first to change it to {req[name]}"
                 )
-        for name in ("gateway_port", "notifier_port", "worker_base_port", "workers", "known_faces", "student_data"):
+        for name in (
+            "gateway_port", "notifier_port", "worker_base_port", "web_port", "workers", "known_faces", "student_data",
+        ):  # fmt: skip
             if req[name] is not None:
                 setattr(old, name, req[name])
         return old
@@ -362,6 +373,7 @@ class LocalStack:
             "NOTIFY_TOKEN": c.notify_token,
             "NOTIFY_URL": f"http://{HOST}:{c.notifier_port}/",
             "KNOWN_FACES": c.known_faces,
+            "WEB_URL": f"http://{HOST}:{c.web_port}/",
         }
 
     def settings(self) -> Settings:
@@ -571,10 +583,12 @@ class LocalStack:
             ]  # fmt: skip
         if component == "notifier":
             return [py, str(NOTIFIER), "serve", "--host", HOST, "--port", str(c.notifier_port)]
+        if component == "web":
+            return [py, str(WEB_APP), "--host", HOST, "--port", str(c.web_port)]
         raise ValueError(component)
 
     def _start(self, component: str) -> None:
-        for path, what in ((FUNCTION_RUNNER, "function"), (NOTIFIER, "notifier")):
+        for path, what in ((FUNCTION_RUNNER, "function"), (NOTIFIER, "notifier"), (WEB_APP, "web")):
             if component == what and not path.is_file():
                 raise StackError(f"{path.relative_to(REPO_ROOT)} is missing")
         if component == "function" and not Path(self.config.known_faces).is_file():
@@ -596,6 +610,7 @@ class LocalStack:
             "dynamodb": [c.dynamodb_port],
             "function": [c.gateway_port, *range(c.worker_base_port, c.worker_base_port + c.workers)],
             "notifier": [c.notifier_port],
+            "web": [c.web_port],
         }.get(component, [])
 
     def _check_ports_free(self, component: str) -> None:
@@ -651,6 +666,7 @@ class LocalStack:
             "dynamodb": f"http://{HOST}:{c.dynamodb_port}/moto-api/",
             "function": f"http://{HOST}:{c.gateway_port}/healthz",
             "notifier": f"http://{HOST}:{c.notifier_port}/healthz",
+            "web": f"http://{HOST}:{c.web_port}/healthz",
         }[component]
         code = _http_status(url)
         if component in ("rgw", "dynamodb"):
@@ -958,10 +974,14 @@ rgw dynamic resharding = false
             for component in ("function", "notifier"):
                 if component in wanted:
                     self._start(component)
+            if "web" in wanted:  # restarted too, so that new code and settings take effect
+                self.stop("web")
+                self._start("web")
         env = self.settings_env()
         self._say(
             f"stack up: S3 {env['S3_ENDPOINT_URL']}, DynamoDB {env['DYNAMODB_ENDPOINT_URL']}, "
             f"gateway {env['OPENFAAS_GATEWAY']}, notifier {env['NOTIFY_URL']}"
+            + (f", web {env['WEB_URL']} (results: {env['WEB_URL']}results)" if "web" in wanted else "")
         )
         self._say(f"settings written to {self.env_file}; known faces {c.known_faces}")
         if self.state_dir == DEFAULT_STATE_DIR and self.env_file == DEFAULT_ENV_FILE:
@@ -1015,7 +1035,8 @@ def _env_int(name: str) -> int | None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m facepipe.stack",
-        description="Local stack: single-node Ceph RGW, DynamoDB-compatible server, function runner, notifier.",
+        description="Local stack: single-node Ceph RGW, DynamoDB-compatible server, function runner, notifier, "
+        "web tier.",
     )
     parser.add_argument("command", choices=["up", "down", "status"])
     parser.add_argument(
@@ -1051,6 +1072,7 @@ def main(argv: list[str] | None = None) -> int:
         gateway_port=args.gateway_port,
         notifier_port=args.notifier_port,
         worker_base_port=args.worker_base_port,
+        web_port=args.web_port,
         workers=args.workers,
         known_faces=args.known_faces,
         student_data=args.student_data,

@@ -1,15 +1,21 @@
-"""The workload generator: clear both buckets, upload media files concurrently with a progress bar."""
+"""The workload generator: clear both buckets, upload media files concurrently with a progress bar;
+or, with `--http URL`, send the files to the web tier concurrently and report latency and failures."""
 
 from __future__ import annotations
 
 import argparse
+import json
+import math
 import mimetypes
+import posixpath
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import requests
 from boto3.exceptions import Boto3Error
 from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
@@ -25,7 +31,9 @@ from rich.progress import (
 )
 
 from facepipe.clients import s3_client
-from facepipe.keys import is_media_name
+from facepipe.keys import is_media_name, stem
+from facepipe.mapping import OK, MappingEntry, compare, describe_students, load_mapping
+from facepipe.results import Student
 from facepipe.settings import REPO_ROOT, Settings, SettingsError, load_settings
 
 SAMPLE_DIR = REPO_ROOT / "build" / "sample"
@@ -204,19 +212,217 @@ def run(settings: Settings, paths: list[Path], keep: bool, concurrency: int, con
     return 1 if summary.failures else 0
 
 
+# ------------------------------------------------------------------------------ --http mode
+
+
+@dataclass
+class HttpOutcome:
+    """One request to the web tier: HTTP status (None when it never answered), seconds, body."""
+
+    path: Path
+    status: int | None
+    seconds: float
+    body: str
+    failure: str | None = None
+    checked: bool = False  # compared with the mapping
+
+
+def expected_stem(path: Path) -> str:
+    """The stem the web tier answers with for a file (`clip.mp4` -> `clip`)."""
+    return posixpath.basename(stem(path.name))
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    """Nearest-rank percentile (`fraction` in 0..1) of a non-empty list."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(fraction * len(ordered)) - 1)]
+
+
+def judge(outcome: HttpOutcome, mapping: dict[str, MappingEntry] | None) -> HttpOutcome:
+    """Set `failure` unless the answer is a 200 for this very file (and, with a mapping, right)."""
+    if outcome.failure is not None:
+        return outcome
+    first_line = outcome.body.strip().splitlines()[0] if outcome.body.strip() else ""
+    if outcome.status != 200:
+        outcome.failure = f"HTTP {outcome.status}: {first_line[:300]}"
+        return outcome
+    want = expected_stem(outcome.path)
+    if mapping is None:
+        if not outcome.body.startswith(want + ":"):
+            outcome.failure = f"answer {first_line[:200]!r} is not for {want!r}"
+        return outcome
+    try:
+        data = json.loads(outcome.body)
+        people = [Student(p["name"], p.get("major", ""), p.get("year", "")) for p in data["people"]]
+        got_stem = data["stem"]
+    except (ValueError, KeyError, TypeError) as exc:
+        outcome.failure = f"unreadable JSON answer ({exc}): {first_line[:200]}"
+        return outcome
+    if got_stem != want:
+        outcome.failure = f"answer is for {got_stem!r}, not {want!r}"
+        return outcome
+    entry = mapping.get(outcome.path.name)
+    if entry is not None:
+        outcome.checked = True
+        status, detail = compare(entry, people)
+        if status != OK:
+            outcome.failure = f"wrong: expected {entry.describe()}, got {describe_students(people)} ({detail})"
+    return outcome
+
+
+def post_file(
+    session: requests.Session, url: str, path: Path, timeout_s: float, want_json: bool
+) -> HttpOutcome:
+    """POST one file as multipart field `inputFile`; never raises for HTTP or network errors."""
+    content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+    headers = {"Accept": "application/json" if want_json else "text/plain"}
+    started = time.perf_counter()
+    try:
+        with path.open("rb") as handle:
+            response = session.post(
+                url, files={"inputFile": (path.name, handle, content_type)}, headers=headers, timeout=timeout_s
+            )
+        body = response.text
+    except (requests.RequestException, OSError) as exc:
+        return HttpOutcome(path, None, time.perf_counter() - started, "", f"request failed: {exc}")
+    return HttpOutcome(path, response.status_code, time.perf_counter() - started, body)
+
+
+@dataclass
+class HttpSummary:
+    outcomes: list[HttpOutcome]
+    seconds: float
+
+    @property
+    def failures(self) -> list[HttpOutcome]:
+        return [o for o in self.outcomes if o.failure is not None]
+
+    def latency(self) -> dict[str, float] | None:
+        values = [o.seconds for o in self.outcomes if o.status is not None]
+        if not values:
+            return None
+        return {
+            "p50": percentile(values, 0.50),
+            "p95": percentile(values, 0.95),
+            "max": max(values),
+        }
+
+
+def send_files(
+    url: str,
+    files: list[Path],
+    concurrency: int,
+    total: int | None = None,
+    mapping: dict[str, MappingEntry] | None = None,
+    timeout_s: float = 300.0,
+    console: Console | None = None,
+) -> HttpSummary:
+    """POST `total` requests (default one per file, cycling through `files`) with `concurrency`
+    at once; each answer is judged (see `judge`)."""
+    console = console or Console(stderr=True)
+    total = len(files) if total is None else total
+    order = [files[i % len(files)] for i in range(total)]
+    local = threading.local()
+
+    def one(path: Path) -> HttpOutcome:
+        if not hasattr(local, "session"):
+            local.session = requests.Session()
+        return judge(post_file(local.session, url, path, timeout_s, want_json=mapping is not None), mapping)
+
+    outcomes: list[HttpOutcome] = []
+    started = time.monotonic()
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total} answers, {task.fields[failed]} failed"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=console, transient=False) as progress:
+        task = progress.add_task("posting", total=total, failed=0)
+        with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
+            futures = [pool.submit(one, path) for path in order]
+            for future in as_completed(futures):
+                outcome = future.result()
+                outcomes.append(outcome)
+                progress.update(task, advance=1, failed=sum(o.failure is not None for o in outcomes))
+    return HttpSummary(outcomes, time.monotonic() - started)
+
+
+def run_http(
+    url: str,
+    paths: list[Path],
+    concurrency: int,
+    total: int | None,
+    mapping_path: Path | None,
+    timeout_s: float,
+    console: Console,
+) -> int:
+    files = collect_media(paths) if paths else default_sample(console)
+    if not files:
+        raise WorkloadError("no media files found under " + ", ".join(str(p) for p in paths))
+    mapping = None
+    if mapping_path is not None:
+        try:
+            mapping = {entry.video: entry for entry in load_mapping(mapping_path)}
+        except (OSError, ValueError) as exc:
+            raise WorkloadError(f"cannot read the mapping: {exc}") from None
+    count = len(files) if total is None else total
+    console.print(f"posting {count} request(s) from {len(files)} file(s) to {url}, {concurrency} at a time",
+                  markup=False)
+    summary = send_files(url, files, concurrency, total, mapping, timeout_s, console)
+    for outcome in sorted(summary.failures, key=lambda o: o.path):
+        console.print(f"[red]failed[/red] {escape(outcome.path.name)}: {escape(outcome.failure or '')}")
+    ok = len(summary.outcomes) - len(summary.failures)
+    rate = len(summary.outcomes) / summary.seconds if summary.seconds else 0.0
+    checked = sum(o.checked and o.failure is None for o in summary.outcomes)
+    console.print(
+        f"{len(summary.outcomes)} request(s) in {summary.seconds:.2f} s ({rate:.1f}/s): {ok} ok, "
+        + (f"[red]{len(summary.failures)} failed[/red]" if summary.failures else "0 failed")
+        + (f"; {checked} checked against the mapping" if mapping is not None else "")
+    )
+    latency = summary.latency()
+    if latency:
+        console.print(
+            f"latency: p50 {latency['p50']:.2f} s, p95 {latency['p95']:.2f} s, max {latency['max']:.2f} s"
+        )
+    return 1 if summary.failures else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="workload.py",
-        description="Clear both buckets and upload every video/image under the given files or folders.",
+        description="Clear both buckets and upload every video/image under the given files or folders; "
+        "with --http, send them to the web tier instead and report latency percentiles and failures.",
     )
     parser.add_argument("paths", nargs="*", type=Path, metavar="PATH",
                         help="files or folders (searched recursively); default: the built-in sample")
     parser.add_argument("--keep", action="store_true", help="do not clear the buckets first")
-    parser.add_argument("--concurrency", type=int, default=8, help="parallel uploads (default 8)")
+    parser.add_argument("--concurrency", type=int, default=8, help="parallel uploads or requests (default 8)")
+    web = parser.add_argument_group("web tier load generator")
+    web.add_argument("--http", metavar="URL",
+                     help="POST each file to the web tier at URL (e.g. $WEB_URL) instead of uploading to S3;"
+                     " exit status 1 when any request fails")
+    web.add_argument("--requests", type=int, metavar="N",
+                     help="with --http: send N requests, cycling through the files (default: one per file)")
+    web.add_argument("--mapping", type=Path, metavar="FILE",
+                     help="with --http: ask for JSON and check every answer against this mapping file")
+    web.add_argument("--timeout", type=float, default=300.0, help="with --http: seconds per request (default 300)")
     args = parser.parse_args(argv)
     if args.concurrency < 1:
         parser.error("--concurrency must be at least 1")
+    if args.requests is not None and args.requests < 1:
+        parser.error("--requests must be at least 1")
+    if args.http is None and (args.requests is not None or args.mapping is not None):
+        parser.error("--requests and --mapping need --http")
     console = Console(stderr=False, highlight=False)
+    if args.http is not None:
+        try:
+            return run_http(
+                args.http, args.paths, args.concurrency, args.requests, args.mapping, args.timeout, console
+            )
+        except WorkloadError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     settings = None
     try:
         settings = load_settings()

@@ -49,6 +49,7 @@ def new_stack(state_dir: Path, **overrides: object) -> LocalStack:
         "dynamodb_port": free_port(),
         "gateway_port": free_port(),
         "notifier_port": free_port(),
+        "web_port": free_port(),
         "worker_base_port": free_port_range(workers),
         "workers": workers,
         "log": lambda line: print(f"stack {state_dir.name}: {line}"),
