@@ -37,6 +37,7 @@ from deploylib import FUNCTION_DIR, FUNCTION_DOCKERFILE, REPO
 
 from facepipe.cluster import KNOWN_FACES_KEY
 from facepipe.settings import DEFAULT_SECRETS_DIR, SECRET_NAMES
+from facepipe.upload_students import ensure_table, load_students, write_students
 
 INPUT = "facepipe-input"
 OUTPUT = "facepipe-output"
@@ -142,22 +143,8 @@ def _prepare_storage(endpoint: str) -> None:
     for bucket in (INPUT, OUTPUT):
         s3.create_bucket(Bucket=bucket)
     dynamodb = boto3.client("dynamodb", **options)
-    dynamodb.create_table(
-        TableName="students",
-        KeySchema=[{"AttributeName": "name", "KeyType": "HASH"}],
-        AttributeDefinitions=[{"AttributeName": "name", "AttributeType": "S"}],
-        BillingMode="PAY_PER_REQUEST",
-    )
-    for student in json.loads((REPO / "data" / "student_data.json").read_text()):
-        dynamodb.put_item(
-            TableName="students",
-            Item={
-                "name": {"S": student["name"]},
-                "id": {"N": str(student["id"])},
-                "major": {"S": student["major"]},
-                "year": {"S": student["year"]},
-            },
-        )
+    ensure_table(dynamodb, "students")
+    write_students(dynamodb, "students", load_students(REPO / "data" / "student_data.json"))
 
 
 def _wait_until_up(url: str, process: subprocess.Popen, log: Path) -> None:

@@ -15,6 +15,7 @@ import pytest
 from moto import mock_aws
 
 from facepipe.results import Student, parse_csv
+from facepipe.upload_students import ensure_table, load_students, write_students
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 FUNCTION_DIR = REPO_ROOT / "functions" / "face-recognition"
@@ -53,22 +54,8 @@ def env():
         s3.create_bucket(Bucket="input")
         s3.create_bucket(Bucket="output")
         dynamodb = boto3.client("dynamodb", region_name="us-east-1")
-        dynamodb.create_table(
-            TableName="students",
-            KeySchema=[{"AttributeName": "name", "KeyType": "HASH"}],
-            AttributeDefinitions=[{"AttributeName": "name", "AttributeType": "S"}],
-            BillingMode="PAY_PER_REQUEST",
-        )
-        for student in json.loads((REPO_ROOT / "data" / "student_data.json").read_text()):
-            dynamodb.put_item(
-                TableName="students",
-                Item={
-                    "name": {"S": student["name"]},
-                    "id": {"N": str(student["id"])},
-                    "major": {"S": student["major"]},
-                    "year": {"S": student["year"]},
-                },
-            )
+        ensure_table(dynamodb, "students")
+        write_students(dynamodb, "students", load_students(REPO_ROOT / "data" / "student_data.json"))
         index = _load_index()
         index.handler._service = None
         yield {"s3": s3, "client": index.app.test_client(), "index": index}
