@@ -18,10 +18,11 @@ SOURCE_ETAG_METADATA = "source-etag"
 
 
 def stem(key: str) -> str:
-    """The key without its last extension; folders are kept (`a/b.mp4` -> `a/b`)."""
-    folder, name = posixpath.split(key)
+    """The key without its last extension; everything before the name is kept verbatim
+    (`a/b.mp4` -> `a/b`, `a//b.mp4` -> `a//b`), so distinct folders never share an answer."""
+    folder, slash, name = key.rpartition("/")
     base, _ext = posixpath.splitext(name)
-    return posixpath.join(folder, base or name)
+    return folder + slash + (base or name)
 
 
 def result_key(key: str) -> str:

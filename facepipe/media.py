@@ -127,7 +127,9 @@ def sample_video_frames(
         next_time = 0.0
         count = 0
         decode_errors = 0
+        packets = 0
         for packet in container.demux(stream):
+            packets += 1 if packet.size else 0
             if time.monotonic() > deadline:
                 raise MediaError("timeout", f"decoding took longer than {timeout_s:g} s")
             try:
@@ -148,6 +150,9 @@ def sample_video_frames(
                 next_time = position + interval_s
                 if count >= max_frames:
                     return
+        indexed = stream.frames  # from the container's index, 0 when it has none
+        if indexed and packets < indexed:
+            raise MediaError("unreadable", f"the video is truncated: {packets} of {indexed} frames are present")
     if count == 0:
         raise MediaError("no_frames", "the video has no decodable frames")
 

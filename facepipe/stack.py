@@ -496,9 +496,10 @@ class LocalStack:
 
     def _terminate(self, pid: int, timeout: float) -> bool:
         """TERM the process group led by `pid`, wait, then KILL what is left. True when TERM
-        was enough."""
+        was enough. `timeout <= 0` sends KILL alone, like a crash (no handler runs)."""
         clean = True
-        for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
+        steps = ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)) if timeout > 0 else ((signal.SIGKILL, 5.0),)
+        for sig, wait in steps:
             members = _group_pids(pid)
             if not members:
                 break

@@ -1,11 +1,15 @@
 """Run the face-recognition function locally the way OpenFaaS does.
 
 Starts `--workers` processes of `functions/face-recognition/index.py` (the
-python3-http template contract, each on its own loopback port, one request at
-a time, like a replica behind of-watchdog) and a small gateway that serves
-`POST /function/<name>` (and `/`), handing each request to an idle worker.
+python3-http template contract, each on its own loopback port, like a replica
+behind of-watchdog) and a small gateway that serves `POST /function/<name>`
+(and `/`), handing each request to a worker with a free slot (`--inflight`).
 Workers that die are started again; a request that was on a dying worker gets
-502, like the OpenFaaS gateway answers, and the notifier retries it.
+502, like the OpenFaaS gateway answers, and the notifier retries it. A worker
+that does not answer within INVOKE_TIMEOUT_S is hung (for example in a decoder):
+it is killed, the request gets 504, and the worker is started again. Each
+worker has its own temporary folder, emptied whenever it starts: what a killed
+worker could not remove goes then, as a container's files go with the container.
 """
 
 from __future__ import annotations
@@ -14,10 +18,13 @@ import argparse
 import logging
 import os
 import queue
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
+import time
 from pathlib import Path
 
 import requests
@@ -35,23 +42,36 @@ MAX_FAILED_STARTS = 3
 
 
 class Worker:
-    def __init__(self, number: int, port: int):
+    def __init__(self, number: int, port: int, tmp_root: Path | None = None):
         self.number = number
         self.port = port
+        self.tmp_dir = (tmp_root or Path(tempfile.gettempdir())) / f"facepipe-worker-{port}"
         self.url = f"http://127.0.0.1:{port}"
         self.process: subprocess.Popen | None = None
         self.session = requests.Session()
         self.ready = False
+        #: Counts the starts. The idle queue holds (worker, generation) entries: an entry of an
+        #: older generation belongs to a process that has died since, and is dropped.
+        self.generation = 0
 
     def start(self) -> None:
-        env = dict(os.environ, PORT=str(self.port), HOST="127.0.0.1", PYTHONUNBUFFERED="1")
+        shutil.rmtree(self.tmp_dir, ignore_errors=True)  # what a killed predecessor left
+        self.tmp_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        env = dict(os.environ, PORT=str(self.port), HOST="127.0.0.1", PYTHONUNBUFFERED="1", TMPDIR=str(self.tmp_dir))
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
         self.ready = False
+        self.generation += 1
         self.process = subprocess.Popen([sys.executable, "index.py"], cwd=FUNCTION_DIR, env=env)
         log.info("worker %d started (pid %d, port %d)", self.number, self.process.pid, self.port)
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL (also ends a stopped or hung process); the supervisor starts it again."""
+        self.ready = False
+        if self.alive():
+            self.process.kill()
 
     def check_ready(self) -> bool:
         try:
@@ -62,11 +82,14 @@ class Worker:
 
 
 class Gateway:
-    def __init__(self, workers: list[Worker], function_name: str, timeout_s: float):
+    def __init__(self, workers: list[Worker], function_name: str, timeout_s: float, inflight: int = 2):
         self.workers = workers
         self.function_name = function_name
         self.timeout_s = timeout_s
-        self.idle: queue.Queue[Worker] = queue.Queue()
+        #: Requests a worker holds at once: it recognises one at a time, and the second one's
+        #: download and upload overlap that work (as of-watchdog's max_inflight allows).
+        self.inflight = max(1, inflight)
+        self.idle: queue.Queue[tuple[Worker, int]] = queue.Queue()
         self.stopping = threading.Event()
         self.failed = False
 
@@ -97,7 +120,8 @@ class Gateway:
                 if worker.check_ready():
                     pending.discard(worker)
                     failed_starts[worker] = 0
-                    self.idle.put(worker)
+                    for _ in range(self.inflight):
+                        self.idle.put((worker, worker.generation))
                     log.info("worker %d ready", worker.number)
             self.stopping.wait(0.2)
 
@@ -105,11 +129,30 @@ class Gateway:
     def ready(self) -> bool:
         return all(worker.ready for worker in self.workers)
 
+    def _acquire(self) -> tuple[Worker, int] | None:
+        """An idle worker (with its generation), waiting up to the timeout; None if none became free."""
+        deadline = time.monotonic() + self.timeout_s
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            try:
+                worker, generation = self.idle.get(timeout=remaining)
+            except queue.Empty:
+                return None
+            if worker.generation == generation and worker.alive():
+                return worker, generation
+            # Stale: that process died; its successor is queued by the supervisor once ready.
+
+    def _release(self, worker: Worker, generation: int) -> None:
+        if worker.generation == generation and worker.alive():
+            self.idle.put((worker, generation))
+
     def forward(self, path: str) -> Response:
-        try:
-            worker = self.idle.get(timeout=self.timeout_s)
-        except queue.Empty:
+        acquired = self._acquire()
+        if acquired is None:
             return Response("no function worker became free in time\n", status=503)
+        worker, generation = acquired
         try:
             upstream = worker.session.request(
                 request.method,
@@ -119,13 +162,15 @@ class Gateway:
                 headers={k: v for k, v in request.headers if k.lower() not in ("host", "content-length")},
                 timeout=self.timeout_s,
             )
+        except requests.Timeout:
+            log.error("worker %d did not answer within %g s: killing it", worker.number, self.timeout_s)
+            worker.kill()
+            return Response(f"function timed out after {self.timeout_s:g} s\n", status=504)
         except requests.RequestException as exc:
             log.warning("worker %d failed during a request: %s", worker.number, exc)
-            worker.ready = False
-            if worker.alive():
-                self.idle.put(worker)
+            self._release(worker, generation)
             return Response(f"function worker failed: {type(exc).__name__}\n", status=502)
-        self.idle.put(worker)
+        self._release(worker, generation)
         headers = {k: v for k, v in upstream.headers.items() if k.lower() in ("content-type",)}
         return Response(upstream.content, status=upstream.status_code, headers=headers)
 
@@ -140,6 +185,8 @@ class Gateway:
                     worker.process.wait(timeout=10)
                 except subprocess.TimeoutExpired:
                     worker.process.kill()
+                    worker.process.wait(timeout=10)
+            shutil.rmtree(worker.tmp_dir, ignore_errors=True)
 
 
 def create_app(gateway: Gateway) -> Flask:
@@ -173,13 +220,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=8080)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--worker-base-port", type=int, default=0, help="first worker port (default: --port + 1)")
+    parser.add_argument("--inflight", type=int, default=2, help="requests each worker holds at once (default 2)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)
     settings = load_settings()
     base = args.worker_base_port or args.port + 1
     workers = [Worker(n, base + n) for n in range(max(1, args.workers))]
-    gateway = Gateway(workers, settings.function_name, settings.invoke_timeout_s)
+    gateway = Gateway(workers, settings.function_name, settings.invoke_timeout_s, args.inflight)
     threading.Thread(target=gateway.supervise, name="supervisor", daemon=True).start()
 
     def shutdown(signum, frame) -> None:

@@ -94,6 +94,18 @@ def test_truncated_mp4(tmp_path: Path, sample_dir: Path) -> None:
     assert "truncated" in info.value.detail
 
 
+def test_mp4_truncated_after_its_index(tmp_path: Path, sample_dir: Path) -> None:
+    whole = tmp_path / "faststart.mp4"
+    _ffmpeg("-i", str(sample_dir / "sample_hopper.mp4"), "-c", "copy", "-movflags", "+faststart", str(whole))
+    data = whole.read_bytes()
+    path = tmp_path / "cut.mp4"
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(MediaError, match="truncated") as info:
+        frames_of(path)
+    assert info.value.kind == "unreadable"
+    assert len(frames_of(whole)) == 1  # the whole file is fine
+
+
 def test_audio_only_file(tmp_path: Path) -> None:
     path = tmp_path / "song.mp4"
     _ffmpeg("-f", "lavfi", "-i", "sine=frequency=440:duration=1", "-c:a", "aac", str(path))
