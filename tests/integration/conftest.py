@@ -8,6 +8,7 @@ clashes with a developer's `make up` stack on the default ports.
   scripts run with `subprocess` talk to this stack.
 - `stack_settings`: `Settings` of that stack.
 - `stack_env`: an environment dict for subprocesses (os.environ + the stack's settings).
+- `start_stack`: boots a stack a test module built itself, torn down after the module.
 - `make_stack`: factory for an extra, throw-away stack in its own temporary folder (stopped
   at the end of the test if the test did not stop it).
 
@@ -108,6 +109,23 @@ def stack_env(local_stack: LocalStack) -> dict[str, str]:
     env.update(local_stack.settings_env())
     env["FACEPIPE_ENV_FILE"] = str(local_stack.env_file)
     return env
+
+
+@pytest.fixture(scope="module")
+def start_stack() -> Iterator[Callable[[LocalStack], LocalStack]]:
+    """Boots a stack the test module made (for example a chaos stack with its own settings);
+    every stack it started is torn down when the module is done."""
+    require_ceph()
+    started: list[LocalStack] = []
+
+    def start(stack: LocalStack) -> LocalStack:
+        started.append(stack)
+        boot(stack)
+        return stack
+
+    yield start
+    for stack in started:
+        stack.down()
 
 
 @pytest.fixture

@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import re
 import subprocess
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -31,7 +29,6 @@ from facepipe.chaos import (
 from facepipe.clients import s3_client
 from facepipe.sample import photo
 from facepipe.settings import REPO_ROOT
-from facepipe.stack import StackError, missing_ceph_binaries
 
 pytestmark = pytest.mark.integration
 
@@ -40,40 +37,23 @@ MAX_OBJECT_BYTES = 8 * 1024 * 1024
 MAX_FRAMES = 30
 KNOWN = "grace_hopper"
 
-#: Known failures, each reported with a reproduction; strict, so a fix shows up as XPASS.
-def require_ceph() -> None:
-    missing = missing_ceph_binaries()
-    if missing:
-        message = f"Ceph programs not installed: {', '.join(missing)} (run `make install` as root)"
-        if os.environ.get("CI", "").strip().lower() in ("1", "true", "yes"):
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
-
 
 @pytest.fixture(scope="module")
-def bad_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChaosStack]:
-    require_ceph()
+def bad_stack(tmp_path_factory: pytest.TempPathFactory, start_stack) -> ChaosStack:
     state = tmp_path_factory.mktemp("bad-input")
     faces = json.loads((REPO_ROOT / "data" / "known_faces.json").read_text())
     faces["faces"] = [face for face in faces["faces"] if face["name"] == KNOWN]
     known_faces = state.parent / f"{state.name}-known.json"
     known_faces.write_text(json.dumps(faces))
-    stack = new_chaos_stack(
-        state,
-        known_faces,
-        REPO_ROOT / "data" / "student_data.json",
-        extra_env={"MAX_OBJECT_BYTES": str(MAX_OBJECT_BYTES), "MAX_FRAMES": str(MAX_FRAMES)},
-        log=lambda line: print(f"bad-input stack: {line}"),
+    return start_stack(
+        new_chaos_stack(
+            state,
+            known_faces,
+            REPO_ROOT / "data" / "student_data.json",
+            extra_env={"MAX_OBJECT_BYTES": str(MAX_OBJECT_BYTES), "MAX_FRAMES": str(MAX_FRAMES)},
+            log=lambda line: print(f"bad-input stack: {line}"),
+        )
     )
-    try:
-        stack.up()
-    except StackError as err:
-        stack.down()
-        pytest.fail(f"stack did not come up: {err}\n{err.output[-2000:]}", pytrace=False)
-    try:
-        yield stack
-    finally:
-        stack.down()
 
 
 @pytest.fixture(scope="module")

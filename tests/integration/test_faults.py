@@ -4,8 +4,6 @@ answer per upload: nothing lost, nothing duplicated."""
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,7 +20,6 @@ from facepipe.chaos import (
     scenario_table,
 )
 from facepipe.settings import REPO_ROOT
-from facepipe.stack import StackError, missing_ceph_binaries
 
 pytestmark = pytest.mark.integration
 
@@ -30,34 +27,17 @@ UPLOADS = 12
 RATE = 4.0
 
 
-def require_ceph() -> None:
-    missing = missing_ceph_binaries()
-    if missing:
-        message = f"Ceph programs not installed: {', '.join(missing)} (run `make install` as root)"
-        if os.environ.get("CI", "").strip().lower() in ("1", "true", "yes"):
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
-
-
 @pytest.fixture(scope="module")
-def fault_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChaosStack]:
-    require_ceph()
+def fault_stack(tmp_path_factory: pytest.TempPathFactory, start_stack) -> ChaosStack:
     state = tmp_path_factory.mktemp("faults")
-    stack = new_chaos_stack(
-        state,
-        REPO_ROOT / "data" / "known_faces.json",
-        REPO_ROOT / "data" / "student_data.json",
-        log=lambda line: print(f"fault stack: {line}"),
+    return start_stack(
+        new_chaos_stack(
+            state,
+            REPO_ROOT / "data" / "known_faces.json",
+            REPO_ROOT / "data" / "student_data.json",
+            log=lambda line: print(f"fault stack: {line}"),
+        )
     )
-    try:
-        stack.up()
-    except StackError as err:
-        stack.down()
-        pytest.fail(f"stack did not come up: {err}\n{err.output[-2000:]}", pytrace=False)
-    try:
-        yield stack
-    finally:
-        stack.down()
 
 
 @pytest.fixture(scope="module")
