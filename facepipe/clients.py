@@ -16,14 +16,10 @@ _RGW_CONFIG = Config(
 )
 
 
-def s3_client(settings: Settings, max_pool_connections: int | None = None):
-    """S3 client for the Ceph RGW endpoint; `max_pool_connections` for callers with many
-    threads sharing the client (botocore keeps 10 connections by default)."""
-    config = _RGW_CONFIG
-    if max_pool_connections:
-        config = config.merge(Config(max_pool_connections=max_pool_connections))
+def _rgw_client(service: str, settings: Settings, config: Config):
+    """A client of the Ceph RGW endpoint, which serves both the S3 and the SNS (topic) APIs."""
     return boto3.client(
-        "s3",
+        service,
         endpoint_url=settings.s3_endpoint_url,
         aws_access_key_id=settings.s3_access_key_id,
         aws_secret_access_key=settings.s3_secret_access_key,
@@ -32,16 +28,18 @@ def s3_client(settings: Settings, max_pool_connections: int | None = None):
     )
 
 
+def s3_client(settings: Settings, max_pool_connections: int | None = None):
+    """S3 client for the Ceph RGW endpoint; `max_pool_connections` for callers with many
+    threads sharing the client (botocore keeps 10 connections by default)."""
+    config = _RGW_CONFIG
+    if max_pool_connections:
+        config = config.merge(Config(max_pool_connections=max_pool_connections))
+    return _rgw_client("s3", settings, config)
+
+
 def sns_client(settings: Settings):
     """SNS client for RGW's topic API (bucket notifications)."""
-    return boto3.client(
-        "sns",
-        endpoint_url=settings.s3_endpoint_url,
-        aws_access_key_id=settings.s3_access_key_id,
-        aws_secret_access_key=settings.s3_secret_access_key,
-        region_name=settings.s3_region,
-        config=Config(retries={"max_attempts": 5, "mode": "standard"}),
-    )
+    return _rgw_client("sns", settings, Config(retries={"max_attempts": 5, "mode": "standard"}))
 
 
 def dynamodb_client(settings: Settings):

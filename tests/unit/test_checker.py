@@ -10,9 +10,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import boto3
 import pytest
-from moto import mock_aws
 
 from facepipe import checker_core
 from facepipe.checker_core import CheckError, check, evaluate, summarize, summary_line
@@ -35,15 +33,6 @@ nobody.mov:
 """
 VIN = Student("vin_diesel", "computer_science", "sophomore")
 BEAN = Student("mr_bean", "lawyer", "freshmen")
-
-
-@pytest.fixture
-def s3():
-    with mock_aws():
-        client = boto3.client("s3", region_name="us-east-1")
-        client.create_bucket(Bucket="input")
-        client.create_bucket(Bucket="output")
-        yield client
 
 
 def put_inputs(s3, *names: str) -> None:

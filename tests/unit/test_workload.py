@@ -10,7 +10,6 @@ from pathlib import Path
 
 import boto3
 import pytest
-from moto import mock_aws
 from rich.console import Console
 
 import facepipe.sample
@@ -19,15 +18,6 @@ from facepipe.settings import Settings
 from facepipe.workload_core import WorkloadError, clear_bucket, collect_media, upload_files
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-def s3():
-    with mock_aws():
-        client = boto3.client("s3", region_name="us-east-1")
-        client.create_bucket(Bucket="input")
-        client.create_bucket(Bucket="output")
-        yield client
 
 
 def quiet() -> Console:
