@@ -24,6 +24,7 @@ from facepipe import keys, metrics
 from facepipe.annotate import annotated_jpeg
 from facepipe.clients import s3_client
 from facepipe.events import BadRequest
+from facepipe.face_encoder import ENCODERS
 from facepipe.known_faces import load_known_faces
 from facepipe.media import MediaError, sample_frames
 from facepipe.recognition import Recognition, Recognizer
@@ -84,6 +85,8 @@ class FaceRecognitionService:
         settings.require("known_faces", "input_bucket", "output_bucket", "students_table")
         if settings.frame_sampling not in ("keyframes", "interval"):
             raise SettingsError(f"FRAME_SAMPLING must be 'keyframes' or 'interval', not {settings.frame_sampling!r}")
+        if settings.face_encoder not in ENCODERS:
+            raise SettingsError(f"FACE_ENCODER must be one of {', '.join(ENCODERS)}, not {settings.face_encoder!r}")
         self.settings = settings
         self.s3 = s3 or s3_client(settings)
         self.students = students or StudentDirectory(settings)
@@ -94,6 +97,7 @@ class FaceRecognitionService:
             load_known_faces(settings.known_faces),
             tolerance=settings.match_tolerance,
             detect_width=settings.detect_width,
+            encoder=settings.face_encoder,
         )
 
     def _head(self, bucket: str, key: str) -> dict | None:

@@ -8,7 +8,9 @@ from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
+from threadpoolctl import threadpool_limits
 
+from facepipe.face_encoder import FaceEncoder
 from facepipe.known_faces import KnownFaces
 from facepipe.media import Frame
 
@@ -53,14 +55,18 @@ class Recognizer:
     Detection (HOG) runs on a copy scaled to `detect_width`; when it finds
     nothing there, it tries once more with one upsampling step, which finds
     faces down to about half the size. Encodings are computed on the decoded
-    frame, so small faces still give good encodings.
+    frame, so small faces still give good encodings; `encoder` names how (see
+    facepipe.face_encoder: the same descriptors either way).
     """
 
-    def __init__(self, known: KnownFaces, tolerance: float = 0.6, detect_width: int = 640):
+    def __init__(self, known: KnownFaces, tolerance: float = 0.6, detect_width: int = 640, encoder: str = "numpy"):
         import face_recognition  # loads the dlib models (about 1 s)
 
-        cv2.setNumThreads(1)  # one video per worker process: no thread pool competing with the other workers
+        # One video per worker process: no thread pools competing with the other workers.
+        cv2.setNumThreads(1)
+        threadpool_limits(limits=1, user_api="blas")
         self._fr = face_recognition
+        self.encoder = FaceEncoder(encoder)
         self.known = known
         self.tolerance = tolerance
         self.detect_width = detect_width
@@ -90,7 +96,7 @@ class Recognizer:
         boxes = self.detect(frame.image)
         if not boxes:
             return []
-        encodings = self._fr.face_encodings(frame.image, known_face_locations=boxes)
+        encodings = self.encoder(frame.image, boxes)
         hits = []
         for box, encoding in zip(boxes, encodings, strict=True):
             name, distance = self.known.match(encoding, self.tolerance)

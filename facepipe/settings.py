@@ -54,6 +54,7 @@ class Settings:
     frame_interval_s: float = 1.0
     max_frames: int = 30
     detect_width: int = 640
+    face_encoder: str = "numpy"  # numpy | dlib (same descriptors; see facepipe.face_encoder)
     ffmpeg_timeout_s: float = 60.0
     student_cache_ttl_s: float = 300.0
     # Notifier
