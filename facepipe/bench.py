@@ -10,7 +10,8 @@ One run, on the same machine state:
    of `--rounds` rounds per clip; both must give the same people, and the right ones.
 2. **End to end**: the test_case_2 clips through the bench's own local stack (upload ->
    RGW notification -> notifier -> function -> CSV present): wall time, throughput,
-   p50/p95 latency, correct count, compute floor and efficiency.
+   p50/p95 latency, correct count, compute floor (the function's compute in this run /
+   workers) and efficiency, the same with step 1's quiet times, CPU seconds per process.
 3. **Idle latency**: each distinct clip alone on the idle stack, upload to CSV present.
 4. **Memory**: peak RSS (VmHWM) of each function worker process.
 5. **Scaling**: end-to-end throughput with 1 and with 2 workers.
@@ -86,8 +87,10 @@ BENCH_COMPONENTS = ("mon", "osd", "rgw", "dynamodb", "function", "notifier")
 SEED_TOLERANCE = 0.6
 IDLE_POLL_S = 0.01
 #: The output listing is polled this often during end-to-end runs; latencies come from the
-#: listing's LastModified (milliseconds), so a slow poll only delays noticing the end.
-RESULTS_POLL_S = 0.25
+#: listing's LastModified (milliseconds), so a slow poll only delays noticing the end, and
+#: keeps the bench's own load on RGW small.
+RESULTS_POLL_S = 1.0
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 _TRANSFER = TransferConfig(use_threads=False)
 
 
@@ -378,6 +381,22 @@ def _http_get(url: str, timeout: float = 5.0) -> str:
         return response.read().decode()
 
 
+def process_cpu_s(pid: int) -> float | None:
+    """User + system CPU seconds of a process so far, None when it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def machine_busy_cpu_s() -> float:
+    """CPU seconds all cores have spent not idle since boot (/proc/stat)."""
+    ticks = [int(value) for value in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle, iowait = ticks[3], ticks[4]
+    return (sum(ticks[:8]) - idle - iowait) / CLOCK_TICKS
+
+
 @dataclass
 class EndToEnd:
     """Step 2 (or one scaling run)."""
@@ -387,18 +406,30 @@ class EndToEnd:
     correct: int
     wall_s: float
     latencies: list[float]
-    floor_s: float
+    #: Step 1's one-core time of each video's clip, summed, / workers.
+    quiet_floor_s: float
     latency_source: str
     function: WorkerMetrics
     problems: list[str]
+    #: CPU seconds per component during the run (see BenchStack.cpu_snapshot).
+    cpu_s: dict[str, float] = field(default_factory=dict)
 
     @property
     def throughput(self) -> float:
         return self.videos / self.wall_s if self.wall_s > 0 else 0.0
 
     @property
+    def floor_s(self) -> float:
+        """The function's compute (decode, detect, encode) in this run, as it timed it, / workers."""
+        return self.function.compute_s / self.workers
+
+    @property
     def efficiency(self) -> float:
         return self.floor_s / self.wall_s if self.wall_s > 0 else 0.0
+
+    @property
+    def quiet_efficiency(self) -> float:
+        return self.quiet_floor_s / self.wall_s if self.wall_s > 0 else 0.0
 
 
 @dataclass
@@ -504,6 +535,21 @@ class BenchStack:
             )
         return total
 
+    def cpu_snapshot(self) -> dict[str, float]:
+        """CPU seconds so far of each part of the stack, of the bench itself (uploads, polling)
+        and of the whole machine ("other" in the report: whatever else ran)."""
+        snapshot: dict[str, float] = {}
+        for component in BENCH_COMPONENTS:
+            pids = self.stack.pids(component)
+            groups = {"function gateway": pids[:1], "function workers": pids[1:]} if component == "function" else {
+                component: pids
+            }
+            for name, members in groups.items():
+                snapshot[name] = sum(filter(None, (process_cpu_s(pid) for pid in members)))
+        snapshot["bench (uploads, polling)"] = time.process_time()
+        snapshot["machine"] = machine_busy_cpu_s()
+        return snapshot
+
     # -- traffic
 
     def upload(self, files: list[Path], prefix: str = "", concurrency: int = 8) -> list[Upload]:
@@ -562,9 +608,11 @@ class BenchStack:
         """Step 2: upload every file, wait for every answer, judge them with the mapping."""
         self.clear()
         before = self.worker_metrics()
+        cpu_before = self.cpu_snapshot()
         uploads = self.upload(files)
         answers = self.wait_answers([u.key for u in uploads], timeout_s)
         self.wait_idle()
+        cpu_after = self.cpu_snapshot()
         function = self.worker_metrics().minus(before)
 
         # Listings give LastModified in milliseconds (HEAD only in whole seconds): use it when
@@ -600,8 +648,9 @@ class BenchStack:
             correct=correct,
             wall_s=wall,
             latencies=latencies,
-            floor_s=floor / self.workers,
+            quiet_floor_s=floor / self.workers,
             latency_source=source,
+            cpu_s={name: cpu_after[name] - cpu_before.get(name, 0.0) for name in cpu_after},
             function=function,
             problems=problems,
         )
@@ -730,6 +779,8 @@ def render(
             "p95 s",
             "floor s",
             "efficiency",
+            "quiet floor s",
+            "quiet efficiency",
             "function busy s",
         ):
             table.add_column(column, justify="right")
@@ -738,15 +789,28 @@ def render(
                 str(workers), str(run.videos), f"{run.correct}/{run.videos}", _fmt(run.wall_s, digits=2),
                 _fmt(run.throughput, digits=2), _fmt(percentile(run.latencies, 0.5)),
                 _fmt(percentile(run.latencies, 0.95)), _fmt(run.floor_s, digits=2), _fmt(run.efficiency, digits=2),
+                _fmt(run.quiet_floor_s, digits=2), _fmt(run.quiet_efficiency, digits=2),
                 _fmt(run.function.video_s, digits=2),
             )  # fmt: skip
         console.print(table)
         console.print(
-            "floor = sum over the videos of step 1's function time for that clip / workers; "
-            "function busy = the workers' own facerec_video_seconds (download to upload, under load); "
+            "floor = the function's compute in this run (decode + detect + encode, its facerec_stage_seconds) / "
+            "workers; quiet floor = sum over the videos of step 1's one-core time for that clip / workers; "
+            "function busy = the workers' facerec_video_seconds (download to upload); "
             f"latency = upload done -> CSV ({report.get('e2e_latency_source')})",
             style="dim",
         )
+        cpu = report.get("e2e_cpu_s") or {}
+        if cpu:
+            videos = report["e2e_videos"] or 1
+            table = Table(title=f"CPU during the {report['workers']}-worker end-to-end run ({os.cpu_count()} cores)")
+            for column in ("process", "cpu s", "ms per video", "share"):
+                table.add_column(column, justify="left" if column == "process" else "right")
+            for name, seconds in cpu.items():
+                share = seconds / cpu["total"] if cpu["total"] else 0.0
+                style = "bold" if name == "total" else None
+                table.add_row(name, f"{seconds:.2f}", f"{seconds / videos * 1000:.0f}", f"{share:.0%}", style=style)
+            console.print(table)
 
     if idle:
         table = Table(title="3. idle latency (one video at a time, upload done -> CSV present)")
@@ -783,6 +847,16 @@ def render(
         console.print(f"[bold red]problem:[/] {escape(problem)}", highlight=False)
     verdict = "[bold green]answers OK[/]" if report["ok"] else "[bold red]FAILED[/]"
     console.print(f"{verdict} in {report['elapsed_s']:.0f} s")
+
+
+def cpu_breakdown(cpu_s: dict[str, float]) -> dict[str, float]:
+    """Per-component CPU seconds of a run, "other" (the machine's rest) and "total"."""
+    if "machine" not in cpu_s:
+        return {}
+    parts = {name: seconds for name, seconds in cpu_s.items() if name != "machine"}
+    parts["other"] = max(0.0, cpu_s["machine"] - sum(parts.values()))
+    parts["total"] = cpu_s["machine"]
+    return {name: round(seconds, 2) for name, seconds in parts.items()}
 
 
 def build_report(
@@ -833,6 +907,9 @@ def build_report(
         report["e2e_throughput"] = rounded(main.throughput)
         report["e2e_floor_s"] = rounded(main.floor_s)
         report["e2e_efficiency"] = rounded(main.efficiency)
+        report["e2e_floor_quiet_s"] = rounded(main.quiet_floor_s)
+        report["e2e_efficiency_quiet"] = rounded(main.quiet_efficiency)
+        report["e2e_cpu_s"] = cpu_breakdown(main.cpu_s)
         report["e2e_p50_s"] = rounded(percentile(main.latencies, 0.5))
         report["e2e_p95_s"] = rounded(percentile(main.latencies, 0.95))
         report["e2e_latency_source"] = main.latency_source

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import posixpath
 
 VIDEO_SUFFIXES = frozenset(
@@ -53,3 +54,14 @@ def validate_key(key: object) -> str:
     if key.endswith("/"):
         raise ValueError("key names a folder, not an object")
     return key
+
+
+def existing_answers(s3, output_bucket: str, key: str) -> set[str]:
+    """Which of `key`'s output objects (CSV, error record, picture) exist: one LIST of their
+    common prefix, cheaper than a HEAD per name when, as usual, none exists yet."""
+    names = {result_key(key), error_key(key), picture_key(key)}
+    prefix = os.path.commonprefix(sorted(names))
+    found = set()
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=output_bucket, Prefix=prefix):
+        found.update(obj["Key"] for obj in page.get("Contents", []) if obj["Key"] in names)
+    return found

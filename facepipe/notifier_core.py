@@ -37,7 +37,7 @@ from werkzeug.exceptions import HTTPException
 
 from facepipe.clients import s3_client, sns_client
 from facepipe.events import BadRequest, ObjectEvent, parse_records
-from facepipe.keys import SOURCE_ETAG_METADATA, error_key, result_key, validate_key
+from facepipe.keys import SOURCE_ETAG_METADATA, error_key, existing_answers, result_key, validate_key
 from facepipe.settings import Settings, SettingsError, load_settings
 
 log = logging.getLogger("facepipe.notifier")
@@ -332,7 +332,13 @@ class Notifier:
         The function records the input's ETag on every answer, so this is exact; answers
         without it (written by something else) count when they are at least as new.
         """
+        try:
+            existing = existing_answers(self.s3, self.settings.output_bucket, job.key)
+        except (BotoCoreError, ClientError):
+            return False
         for name in (result_key(job.key), error_key(job.key)):
+            if name not in existing:
+                continue
             try:
                 head = self.s3.head_object(Bucket=self.settings.output_bucket, Key=name)
             except (BotoCoreError, ClientError):

@@ -12,11 +12,13 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 from botocore.exceptions import ClientError
 
@@ -33,6 +35,8 @@ from facepipe.settings import Settings, SettingsError
 from facepipe.students import StudentDirectory
 
 log = logging.getLogger("facepipe.function")
+
+DOWNLOAD_CHUNK_BYTES = 1 << 20
 
 
 class NotFound(Exception):
@@ -100,22 +104,31 @@ class FaceRecognitionService:
             encoder=settings.face_encoder,
         )
 
-    def _head(self, bucket: str, key: str) -> dict | None:
+    def _open(self, bucket: str, key: str) -> dict:
+        """GET the object, body not read yet: its ETag and size decide whether to read it."""
         try:
-            return self.s3.head_object(Bucket=bucket, Key=key)
+            return self.s3.get_object(Bucket=bucket, Key=key)
         except ClientError as exc:
             if _is_missing(exc):
-                return None
+                raise NotFound(f"object {key!r} does not exist in bucket {bucket!r}") from None
             raise
 
-    def _stored(self, bucket: str, key: str, etag: str) -> Outcome | None:
+    def _stored(self, bucket: str, key: str, etag: str, existing: set[str]) -> Outcome | None:
         """The stored answer for this exact object version, if there is one."""
         output = self.settings.output_bucket
         for output_key, is_error in ((keys.result_key(key), False), (keys.error_key(key), True)):
-            head = self._head(output, output_key)
-            if head is None or head.get("Metadata", {}).get(keys.SOURCE_ETAG_METADATA) != etag:
+            if output_key not in existing:
                 continue
-            body = self.s3.get_object(Bucket=output, Key=output_key)["Body"].read().decode()
+            try:
+                answer = self.s3.get_object(Bucket=output, Key=output_key)
+            except ClientError as exc:
+                if _is_missing(exc):
+                    continue
+                raise
+            if answer.get("Metadata", {}).get(keys.SOURCE_ETAG_METADATA) != etag:
+                answer["Body"].close()
+                continue
+            body = answer["Body"].read().decode()
             try:
                 if is_error:
                     return Outcome(bucket, key, 422, "skipped", output_key, error=parse_error(body))
@@ -133,53 +146,59 @@ class FaceRecognitionService:
             Metadata={keys.SOURCE_ETAG_METADATA: etag},
         )
 
-    def _write_result(self, key: str, etag: str, csv_text: str, picture: bytes | None) -> str:
+    def _delete(self, output_keys: set[str]) -> None:
+        for output_key in sorted(output_keys):
+            self.s3.delete_object(Bucket=self.settings.output_bucket, Key=output_key)
+
+    def _write_result(self, key: str, etag: str, csv_text: str, picture: bytes | None, existing: set[str]) -> str:
         """The picture first, then the CSV (its presence means the answer is complete), then no error record."""
         if picture is not None:
             self._put(keys.picture_key(key), picture, "image/jpeg", etag)
         self._put(keys.result_key(key), csv_text.encode(), "text/csv", etag)
-        self.s3.delete_object(Bucket=self.settings.output_bucket, Key=keys.error_key(key))
+        self._delete(existing & {keys.error_key(key)})
         return keys.result_key(key)
 
-    def _write_error(self, key: str, etag: str, record: str) -> str:
+    def _write_error(self, key: str, etag: str, record: str, existing: set[str]) -> str:
         self._put(keys.error_key(key), record.encode(), "application/json", etag)
-        for stale in (keys.result_key(key), keys.picture_key(key)):
-            self.s3.delete_object(Bucket=self.settings.output_bucket, Key=stale)
+        self._delete(existing & {keys.result_key(key), keys.picture_key(key)})
         return keys.error_key(key)
 
     def process(self, bucket: str, key: str) -> Outcome:
+        """Four S3 requests for a new object: LIST its answers, GET it, PUT the picture and the CSV."""
         keys.validate_key(key)
         if bucket != self.settings.input_bucket:
             raise BadRequest(f"bucket {bucket!r} is not the input bucket of this function")
         started = time.perf_counter()
         timings: dict[str, float] = {}
-        head = self._head(bucket, key)
-        if head is None:
-            raise NotFound(f"object {key!r} does not exist in bucket {bucket!r}")
-        etag = head.get("ETag", "").strip('"')
-        stored = self._stored(bucket, key, etag)
-        if stored is not None:
-            stored.timings = {"total": time.perf_counter() - started}
-            return stored
-        size = head.get("ContentLength", 0)
+        existing = keys.existing_answers(self.s3, self.settings.output_bucket, key)
+        response = self._open(bucket, key)
         try:
-            if size > self.settings.max_object_bytes:
-                limit = self.settings.max_object_bytes
-                raise MediaError("too_large", f"object is {size} bytes, the limit is {limit} bytes")
-            recognition = self._recognize(bucket, key, timings)
-        except MediaError as exc:
-            record = render_error(key, exc.kind, exc.detail)
-            t = time.perf_counter()
-            output_key = self._write_error(key, etag, record)
-            timings["upload"] = time.perf_counter() - t
-            timings["total"] = time.perf_counter() - started
-            return Outcome(bucket, key, 422, "error", output_key, error=json.loads(record), timings=timings)
+            etag = response.get("ETag", "").strip('"')
+            stored = self._stored(bucket, key, etag, existing)
+            if stored is not None:
+                stored.timings = {"total": time.perf_counter() - started}
+                return stored
+            try:
+                size = response.get("ContentLength", 0)
+                if size > self.settings.max_object_bytes:
+                    limit = self.settings.max_object_bytes
+                    raise MediaError("too_large", f"object is {size} bytes, the limit is {limit} bytes")
+                recognition = self._recognize(key, response["Body"], timings)
+            except MediaError as exc:
+                record = render_error(key, exc.kind, exc.detail)
+                t = time.perf_counter()
+                output_key = self._write_error(key, etag, record, existing)
+                timings["upload"] = time.perf_counter() - t
+                timings["total"] = time.perf_counter() - started
+                return Outcome(bucket, key, 422, "error", output_key, error=json.loads(record), timings=timings)
+        finally:
+            response["Body"].close()  # unread (too large, already answered): the connection is dropped
         t = time.perf_counter()
         people = self.students.lookup(recognition.people)
         timings["lookup"] = time.perf_counter() - t
         t = time.perf_counter()
         picture = annotated_jpeg(recognition)
-        output_key = self._write_result(key, etag, render_csv(people), picture)
+        output_key = self._write_result(key, etag, render_csv(people), picture, existing)
         timings["upload"] = time.perf_counter() - t
         timings["total"] = time.perf_counter() - started
         return Outcome(
@@ -207,19 +226,14 @@ class FaceRecognitionService:
         )
         return self.recognizer.recognize(frames)
 
-    def _recognize(self, bucket: str, key: str, timings: dict[str, float]) -> Recognition:
+    def _recognize(self, key: str, body: BinaryIO, timings: dict[str, float]) -> Recognition:
         suffix = Path(key).suffix if len(Path(key).suffix) <= 16 else ""
         fd, name = tempfile.mkstemp(prefix="facerec-", suffix=suffix)
         path = Path(name)
         try:
             t = time.perf_counter()
             with os.fdopen(fd, "wb") as file:
-                try:
-                    self.s3.download_fileobj(bucket, key, file)
-                except ClientError as exc:
-                    if _is_missing(exc):
-                        raise NotFound(f"object {key!r} was deleted before it could be read") from None
-                    raise
+                shutil.copyfileobj(body, file, DOWNLOAD_CHUNK_BYTES)
             timings["download"] = time.perf_counter() - t
             t = time.perf_counter()
             with self._compute_lock:

@@ -3,11 +3,13 @@ seeds'-way reference on one clip. No timing is asserted."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 
 from facepipe import bench
 from facepipe.bench import (
@@ -50,10 +52,11 @@ def run(workers: int, wall_s: float, correct: int = 4) -> EndToEnd:
         correct=correct,
         wall_s=wall_s,
         latencies=[0.5, 1.0, 1.5, 2.0],
-        floor_s=1.0,
+        quiet_floor_s=0.5,
         latency_source="LastModified",
-        function=WorkerMetrics(videos=4, video_s=2.0, compute_s=1.5),
+        function=WorkerMetrics(videos=4, video_s=2.0, compute_s=1.0 * workers),
         problems=[],
+        cpu_s={"function workers": 1.5, "rgw": 0.5, "machine": 2.5},
     )
 
 
@@ -113,6 +116,8 @@ def test_report_and_json_line() -> None:
     assert data["speedup_vs_seed"] == pytest.approx(7.5)
     assert data["e2e_videos"] == 4 and data["e2e_correct"] == 4
     assert data["e2e_wall_s"] == 2.0 and data["e2e_floor_s"] == 1.0 and data["e2e_efficiency"] == 0.5
+    assert data["e2e_floor_quiet_s"] == 0.5 and data["e2e_efficiency_quiet"] == 0.25
+    assert data["e2e_cpu_s"] == {"function workers": 1.5, "rgw": 0.5, "other": 0.5, "total": 2.5}
     assert data["e2e_p50_s"] == 1.0 and data["e2e_p95_s"] == 2.0
     assert data["idle_latency_s"] == pytest.approx(0.4)
     assert data["idle_overhead_s"] == pytest.approx(0.2)
@@ -125,6 +130,11 @@ def test_report_and_json_line() -> None:
         "idle_latency_s": True,
         "rss_mb_per_worker": True,
     }
+    out = io.StringIO()
+    bench.render(report, clips, runs, idle, Console(file=out, width=200))
+    text = out.getvalue()
+    assert "quiet efficiency" in text and "CPU during the 2-worker end-to-end run" in text
+    assert "function workers" in text and "375" in text  # 1.5 s over 4 videos, in ms per video
 
 
 def test_report_without_measurements_has_every_key_null() -> None:

@@ -107,6 +107,26 @@ def test_same_object_twice_gives_one_result(env, sample_dir: Path) -> None:
     assert {k for k in output_keys(env) if k.startswith("twice")} == {"twice.csv", "twice.jpg"}
 
 
+def test_s3_requests_per_object(env, sample_dir: Path) -> None:
+    """The pipeline must add almost nothing: a new object costs four requests, a repeat three."""
+    upload(env, "counted.mp4", (sample_dir / "sample_hopper.mp4").read_bytes())
+    calls: list[str] = []
+
+    def count(model, **kwargs) -> None:
+        calls.append(model.name)
+
+    events = env["index"].handler.service().s3.meta.events
+    events.register("before-call.s3", count)
+    try:
+        assert invoke(env, {"bucket": "input", "key": "counted.mp4"})[1]["outcome"] == "ok"
+        assert calls == ["ListObjectsV2", "GetObject", "PutObject", "PutObject"]
+        calls.clear()
+        assert invoke(env, {"bucket": "input", "key": "counted.mp4"})[1]["outcome"] == "skipped"
+        assert calls == ["ListObjectsV2", "GetObject", "GetObject"]
+    finally:
+        events.unregister("before-call.s3", count)
+
+
 def test_nobody_gives_header_only(env, sample_dir: Path) -> None:
     upload(env, "nobody.mov", (sample_dir / "sample_nobody.mov").read_bytes())
     status, body = invoke(env, {"bucket": "input", "key": "nobody.mov"})
@@ -139,11 +159,15 @@ def test_a_fixed_upload_replaces_its_error_record(env, sample_dir: Path) -> None
 def test_too_large_object_is_refused_without_download(env, monkeypatch: pytest.MonkeyPatch) -> None:
     upload(env, "huge.mp4", b"\0" * 3_000_001)
     service = env["index"].handler.service()
+    get_object = service.s3.get_object
 
-    def no_download(*args, **kwargs):
-        raise AssertionError("an object over the limit must not be downloaded")
+    def unread_get(**kwargs):
+        response = get_object(**kwargs)
+        if kwargs["Key"] == "huge.mp4":
+            response["Body"].read = lambda *args: pytest.fail("an object over the limit must not be downloaded")
+        return response
 
-    monkeypatch.setattr(service.s3, "download_fileobj", no_download)
+    monkeypatch.setattr(service.s3, "get_object", unread_get)
     status, body = invoke(env, {"bucket": "input", "key": "huge.mp4"})
     assert status == 422 and body["error"]["error"] == "too_large"
     assert json.loads(read_output(env, "huge.error.json"))["error"] == "too_large"
