@@ -3,7 +3,7 @@
 Two encoders give the same numbers. ``dlib`` is face_recognition's own call. ``numpy`` runs
 the very same network, dlib's ResNet with the weights of face_recognition_models' file,
 with numpy's OpenBLAS: the prebuilt dlib wheels are built without BLAS, and their own matrix
-code takes 110-170 ms per face on a 2-core machine, where numpy takes about 25 ms. Both
+code takes 110-170 ms per face on this project's 2-core machine, numpy about 30 ms. Both
 align the face the same way (dlib's 5-point landmarks and face chip); the tests check that
 the descriptors agree with dlib's to within 1e-5.
 
