@@ -58,6 +58,7 @@ class Worker:
         shutil.rmtree(self.tmp_dir, ignore_errors=True)  # what a killed predecessor left
         self.tmp_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         env = dict(os.environ, PORT=str(self.port), HOST="127.0.0.1", PYTHONUNBUFFERED="1", TMPDIR=str(self.tmp_dir))
+        env.setdefault("MALLOC_ARENA_MAX", "2")  # as in the Dockerfile: about 50 MiB less RSS per worker
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
         self.ready = False
         self.generation += 1
