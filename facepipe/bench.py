@@ -538,14 +538,14 @@ class BenchStack:
     def cpu_snapshot(self) -> dict[str, float]:
         """CPU seconds so far of each part of the stack, of the bench itself (uploads, polling)
         and of the whole machine ("other" in the report: whatever else ran)."""
-        snapshot: dict[str, float] = {}
+        groups: dict[str, list[int]] = {}
         for component in BENCH_COMPONENTS:
             pids = self.stack.pids(component)
-            groups = {"function gateway": pids[:1], "function workers": pids[1:]} if component == "function" else {
-                component: pids
-            }
-            for name, members in groups.items():
-                snapshot[name] = sum(filter(None, (process_cpu_s(pid) for pid in members)))
+            if component == "function":  # the runner (gateway) first, then its workers
+                groups["function gateway"], groups["function workers"] = pids[:1], pids[1:]
+            else:
+                groups[component] = pids
+        snapshot = {name: sum(filter(None, map(process_cpu_s, pids))) for name, pids in groups.items()}
         snapshot["bench (uploads, polling)"] = time.process_time()
         snapshot["machine"] = machine_busy_cpu_s()
         return snapshot

@@ -225,10 +225,12 @@ class FaceEncoder:
     def __init__(self, name: str = "numpy"):
         if name not in ENCODERS:
             raise ValueError(f"FACE_ENCODER must be one of {', '.join(ENCODERS)}, not {name!r}")
+        import dlib
         import face_recognition  # loads the dlib models (about 1 s)
         from face_recognition import api
 
         self.name = name
+        self._dlib = dlib
         self._fr = face_recognition
         self._landmarks = api.pose_predictor_5_point  # face_recognition's "small" model, as in face_encodings
         self._net = None
@@ -240,8 +242,7 @@ class FaceEncoder:
     def __call__(self, image: np.ndarray, boxes: Sequence[Box]) -> list[np.ndarray]:
         if self._net is None:
             return self._fr.face_encodings(image, known_face_locations=list(boxes))
-        import dlib
-
+        dlib = self._dlib
         shapes = dlib.full_object_detections()
         for top, right, bottom, left in boxes:
             shapes.append(self._landmarks(image, dlib.rectangle(left, top, right, bottom)))

@@ -63,6 +63,11 @@ def load_image(path: Path) -> np.ndarray:
     image = open_still(path)
     if image is None:
         raise MediaError("unreadable", "not a still image that can be decoded")
+    return _decode_still(image)
+
+
+def _decode_still(image: Image.Image) -> np.ndarray:
+    """Decode an image from `open_still` (and close it); see `load_image`."""
     with image:
         if image.width * image.height > MAX_IMAGE_PIXELS:
             raise MediaError("too_large", f"image of {image.width}x{image.height} pixels is too large")
@@ -169,7 +174,6 @@ def sample_frames(
         raise MediaError("empty", "the file is empty")
     still = open_still(path)
     if still is not None:
-        still.close()
-        yield Frame(0, 0.0, load_image(path))
+        yield Frame(0, 0.0, _decode_still(still))
         return
     yield from sample_video_frames(path, interval_s, max_frames, timeout_s, keyframes_only)

@@ -22,6 +22,7 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
+from facepipe.clients import dynamodb_client
 from facepipe.settings import Settings
 from facepipe.students import StudentDirectory
 from facepipe.upload_students import upload
@@ -121,10 +122,7 @@ def test_function_reads_students_with_get_item_only(principals: dict[str, Settin
 
 def test_function_can_do_nothing_else(principals: dict[str, Settings]) -> None:
     settings = principals["function"]
-    client = boto3.client(
-        "dynamodb", endpoint_url=settings.dynamodb_endpoint_url, region_name="us-east-1",
-        aws_access_key_id=settings.aws_access_key_id, aws_secret_access_key=settings.aws_secret_access_key,
-    )  # fmt: skip
+    client = dynamodb_client(settings)
     assert _denied(lambda: client.put_item(TableName="students", Item={"name": {"S": "mallory"}}))
     assert _denied(lambda: client.scan(TableName="students"))
     assert _denied(lambda: client.delete_table(TableName="students"))
@@ -133,9 +131,6 @@ def test_function_can_do_nothing_else(principals: dict[str, Settings]) -> None:
 
 def test_upload_data_cannot_read_or_delete(principals: dict[str, Settings]) -> None:
     settings = principals["upload-data"]
-    client = boto3.client(
-        "dynamodb", endpoint_url=settings.dynamodb_endpoint_url, region_name="us-east-1",
-        aws_access_key_id=settings.aws_access_key_id, aws_secret_access_key=settings.aws_secret_access_key,
-    )  # fmt: skip
+    client = dynamodb_client(settings)
     assert _denied(lambda: client.get_item(TableName="students", Key={"name": {"S": "grace_hopper"}}))
     assert _denied(lambda: client.delete_table(TableName="students"))

@@ -137,21 +137,26 @@ def test_main_reports_a_bad_file_without_a_traceback(tmp_path, capsys, monkeypat
     assert err.startswith("error: ") and "not valid JSON" in err and "Traceback" not in err
 
 
+def script_env(tmp_path, endpoint: str, **extra: str) -> dict[str, str]:
+    """A bare environment for upload_data.py: no .env, no secrets, this DynamoDB endpoint."""
+    return {
+        "PATH": "/usr/bin:/bin",
+        "FACEPIPE_ENV_FILE": str(tmp_path / "none.env"),
+        "SECRETS_DIR": str(tmp_path),
+        "DYNAMODB_ENDPOINT_URL": endpoint,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        **extra,
+    }
+
+
 def test_script_against_a_dynamodb_server(tmp_path):
     from moto.server import ThreadedMotoServer
 
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
-    env = {
-        "PATH": "/usr/bin:/bin",
-        "FACEPIPE_ENV_FILE": str(tmp_path / "none.env"),
-        "SECRETS_DIR": str(tmp_path),
-        "DYNAMODB_ENDPOINT_URL": f"http://{host}:{port}",
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "STUDENTS_TABLE": "people",
-    }
+    env = script_env(tmp_path, f"http://{host}:{port}", STUDENTS_TABLE="people")
     try:
         script = [sys.executable, str(REPO / "data" / "upload_data.py"), "--file", str(write_json(tmp_path, STUDENTS))]
         first = subprocess.run(script, env=env, capture_output=True, text=True, timeout=60)
@@ -169,14 +174,7 @@ def test_script_with_unreachable_endpoint_is_a_clear_error(tmp_path):
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    env = {
-        "PATH": "/usr/bin:/bin",
-        "FACEPIPE_ENV_FILE": str(tmp_path / "none.env"),
-        "SECRETS_DIR": str(tmp_path),
-        "DYNAMODB_ENDPOINT_URL": f"http://127.0.0.1:{port}",
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-    }
+    env = script_env(tmp_path, f"http://127.0.0.1:{port}")
     script = [sys.executable, str(REPO / "data" / "upload_data.py"), "--file", str(write_json(tmp_path, STUDENTS))]
     result = subprocess.run(script, env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 1
