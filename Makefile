@@ -1,7 +1,7 @@
 # Local stack and checks. `make up KNOWN_FACES=<file> STUDENT_DATA=<json>` serves another
 # dataset; without them the stack keeps what it served before (the built-in sample at first).
 PYTHON := .venv/bin/python
-STACK := $(PYTHON) -m facepipe.stack
+STACK := $(PYTHON) -m facepipe_tools.stack
 STACK_ARGS := $(if $(KNOWN_FACES),--known-faces "$(KNOWN_FACES)") \
               $(if $(STUDENT_DATA),--student-data "$(STUDENT_DATA)")
 

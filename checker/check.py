@@ -1,11 +1,8 @@
-"""Checker entry point (see facepipe/checker_core.py)."""
+"""Compare the output bucket with a mapping file (see facepipe_tools/checker.py)."""
 
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from facepipe.checker_core import main  # noqa: E402
+from facepipe_tools.checker import main
 
 if __name__ == "__main__":
     sys.exit(main())

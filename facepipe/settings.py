@@ -26,7 +26,12 @@ SECRET_NAMES = {
 }
 
 
-class SettingsError(ValueError):
+class ConfigurationError(ValueError):
+    """The service is set up wrongly (a setting, the known faces, a model file): no request
+    can succeed until an operator fixes it."""
+
+
+class SettingsError(ConfigurationError):
     """A setting is missing or malformed."""
 
 
@@ -54,7 +59,7 @@ class Settings:
     frame_interval_s: float = 1.0
     max_frames: int = 30
     detect_width: int = 640
-    face_encoder: str = "numpy"  # numpy | dlib (same descriptors; see facepipe.face_encoder)
+    face_encoder: str = "numpy"  # numpy | dlib (same descriptors; see facepipe.faces.encoder)
     ffmpeg_timeout_s: float = 60.0
     student_cache_ttl_s: float = 300.0
     # Notifier

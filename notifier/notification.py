@@ -1,11 +1,8 @@
-"""Notifier entry point: `setup`, `disable` or `serve` (see facepipe/notifier_core.py)."""
+"""The notifier: `setup`, `disable` or `serve` (see facepipe/notifier/core.py)."""
 
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from facepipe.notifier_core import main  # noqa: E402
+from facepipe.notifier.core import main
 
 if __name__ == "__main__":
     sys.exit(main())

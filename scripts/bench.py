@@ -1,11 +1,8 @@
-"""`make bench` entry point (see facepipe/bench.py)."""
+"""The benchmark (`make bench`) (see facepipe_tools/bench.py)."""
 
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from facepipe.bench import main  # noqa: E402
+from facepipe_tools.bench import main
 
 if __name__ == "__main__":
     sys.exit(main())

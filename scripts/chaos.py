@@ -1,11 +1,8 @@
-"""`make chaos` entry point (see facepipe/chaos.py)."""
+"""Faults, bad input and security against a local stack (`make chaos`) (see facepipe_tools/chaos.py)."""
 
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from facepipe.chaos import main  # noqa: E402
+from facepipe_tools.chaos import main
 
 if __name__ == "__main__":
     sys.exit(main())

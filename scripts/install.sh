@@ -39,7 +39,7 @@ if [[ ! -x $VENV/bin/python ]]; then
     "$PYTHON" -m venv "$VENV"
 fi
 
-want=$(cat requirements.txt requirements-dev.txt functions/face-recognition/requirements.txt <(echo "$FACE_RECOGNITION") <("$VENV/bin/python" --version) |
+want=$(cat pyproject.toml requirements.txt requirements-dev.txt functions/face-recognition/requirements.txt <(echo "$FACE_RECOGNITION") <("$VENV/bin/python" --version) |
     sha256sum | cut -d' ' -f1)
 if [[ -f $STAMP && $(cat "$STAMP") == "$want" ]]; then
     exit 0
@@ -48,5 +48,7 @@ say "pip install -r requirements-dev.txt (into $VENV)"
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 "$VENV/bin/python" -m pip install --quiet -r requirements-dev.txt
 "$VENV/bin/python" -m pip install --quiet --no-deps "$FACE_RECOGNITION"
+# The project itself, editable: facepipe (runtime) and facepipe_tools, and their commands.
+"$VENV/bin/python" -m pip install --quiet --no-deps --no-build-isolation --editable .
 echo "$want" >"$STAMP"
 say "done"

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from facepipe.mapping import parse_mapping
-from facepipe.sample import build_sample
+from facepipe_tools.mapping import parse_mapping
+from facepipe_tools.paths import cse546_dir
+from facepipe_tools.sample import build_sample
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DATA_DIR = REPO_ROOT / "data"
@@ -16,10 +17,6 @@ FUNCTION_DIR = REPO_ROOT / "functions" / "face-recognition"
 
 # Tests never read the developer's .env: each test states the settings it needs.
 os.environ["FACEPIPE_ENV_FILE"] = str(REPO_ROOT / "tests" / "no-such.env")
-
-
-def cse546_dir() -> Path:
-    return Path(os.environ.get("CSE546_DIR", REPO_ROOT.parent / "shared" / "cse546")).resolve()
 
 
 @pytest.fixture(scope="session")

@@ -1,11 +1,8 @@
-"""Workload generator entry point (see facepipe/workload_core.py)."""
+"""Upload test videos to the input bucket, or post them to the web tier (see facepipe_tools/workload.py)."""
 
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from facepipe.workload_core import main  # noqa: E402
+from facepipe_tools.workload import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,40 +1,58 @@
 """OpenFaaS python3-http handler: recognise the faces in one object of the input bucket.
 
 Request: JSON ``{"bucket": "...", "key": "..."}`` or a raw S3 / Ceph RGW event
-``{"Records": [...]}``. Answers 200 with the people found, 422 (with an error
-record written to the output bucket) for media that cannot be read, 400/404 for
-bad requests, 503 when storage or the database is unreachable (worth a retry).
+``{"Records": [...]}``. Answers 200 with the people found, 422 (with an error record written
+to the output bucket) for media that cannot be read, 400 for a bad request, 404 for an object
+that does not exist, 503 when storage or the database is unreachable (worth a retry), 500 for
+a configuration error (the function then also reports not ready) or a bug.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import threading
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from facepipe import logs
 from facepipe.events import BadRequest, parse_function_request
-from facepipe.pipeline import FaceRecognitionService, NotFound
-from facepipe.settings import load_settings
+from facepipe.faces.task import FaceRecognitionTask
+from facepipe.function import NotFound, ObjectFunction
+from facepipe.settings import ConfigurationError, load_settings
 
-log = logging.getLogger("facepipe.function")
+log = logs.get("facepipe.function")
 
-_service: FaceRecognitionService | None = None
-_service_lock = threading.Lock()
+_function: ObjectFunction | None = None
+_configuration_error: ConfigurationError | None = None
+_lock = threading.Lock()
 
 
-def service() -> FaceRecognitionService:
-    """The per-process service: models, known faces and clients load once."""
-    global _service
-    with _service_lock:
-        if _service is None:
-            _service = FaceRecognitionService(load_settings())
-        return _service
+def function() -> ObjectFunction:
+    """The per-process function: models, known faces and clients load once. A configuration
+    error is kept and raised again on every call: it does not go away until the operator
+    fixes the configuration and the function is restarted."""
+    global _function, _configuration_error
+    with _lock:
+        if _configuration_error is not None:
+            raise _configuration_error
+        if _function is None:
+            try:
+                settings = load_settings()
+                _function = ObjectFunction(settings, FaceRecognitionTask(settings))
+            except (ConfigurationError, OSError) as exc:
+                _configuration_error = exc if isinstance(exc, ConfigurationError) else ConfigurationError(str(exc))
+                raise _configuration_error from exc
+        return _function
 
 
 def warm_up() -> None:
-    service()
+    """Load everything before the first request; raises ConfigurationError."""
+    function()
+
+
+def not_ready_reason() -> str | None:
+    """Why the function cannot serve, or None when it can (readiness)."""
+    return str(_configuration_error) if _configuration_error is not None else None
 
 
 def _response(status: int, body: dict) -> dict:
@@ -47,19 +65,20 @@ def _response(status: int, body: dict) -> dict:
 
 def _process_one(bucket: str, key: str) -> tuple[int, dict]:
     try:
-        outcome = service().handle(bucket, key)
+        outcome = function().handle(bucket, key)
         return outcome.status, outcome.to_json()
     except BadRequest as exc:
         return 400, {"bucket": bucket, "key": key, "error": str(exc)}
-    except ValueError as exc:  # an invalid key
-        return 400, {"bucket": bucket, "key": key, "error": str(exc)}
     except NotFound as exc:
         return 404, {"bucket": bucket, "key": key, "error": str(exc)}
+    except ConfigurationError as exc:
+        log.error("not configured", key=key, bucket=bucket, outcome="configuration_error", detail=str(exc))
+        return 500, {"bucket": bucket, "key": key, "error": f"the function is not configured correctly: {exc}"}
     except (ClientError, BotoCoreError) as exc:
-        log.warning("key=%s outcome=unavailable detail=%s", key, exc)
+        log.warning("storage or database unavailable", key=key, bucket=bucket, outcome="unavailable", detail=str(exc))
         return 503, {"bucket": bucket, "key": key, "error": f"storage or database unavailable: {exc}"}
     except Exception:
-        log.exception("key=%s outcome=internal_error", key)
+        log.exception("internal error", key=key, bucket=bucket, outcome="internal_error")
         return 500, {"bucket": bucket, "key": key, "error": "internal error; see the function's log"}
 
 

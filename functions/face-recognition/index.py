@@ -7,23 +7,18 @@ of-watchdog (mode=http) forwards every request to this server; it builds the
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
-from pathlib import Path
 
+import handler
 from flask import Flask, Response, request
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from waitress import serve
 
-here = Path(__file__).resolve().parent
-for candidate in (here, here.parent.parent):  # the image copies facepipe beside index.py
-    if (candidate / "facepipe").is_dir() and str(candidate) not in sys.path:
-        sys.path.insert(0, str(candidate))
+from facepipe import logs
+from facepipe.settings import ConfigurationError
 
-import handler  # noqa: E402
-
-from facepipe.settings import SettingsError  # noqa: E402
+log = logs.get("facepipe.function")
 
 app = Flask(__name__)
 app.config["MAX_CONTENT_LENGTH"] = int(os.getenv("MAX_REQUEST_BYTES", str(1024 * 1024)))
@@ -55,6 +50,10 @@ def format_response(result: object) -> Response:
 
 @app.get("/healthz")
 def healthz() -> Response:
+    """Ready only when warm: models and known faces loaded, the configuration usable."""
+    reason = handler.not_ready_reason()
+    if reason is not None:
+        return Response(f"not ready: {reason}\n", status=503, mimetype="text/plain")
     return Response("ok\n", mimetype="text/plain")
 
 
@@ -70,17 +69,12 @@ def call_handler(path: str) -> Response:
 
 
 def main() -> int:
-    logging.basicConfig(
-        level=os.getenv("LOG_LEVEL", "INFO"),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        stream=sys.stdout,
-    )
-    logging.getLogger("waitress.queue").setLevel(logging.ERROR)
+    logs.setup()
     try:
         handler.warm_up()
-    except (SettingsError, ValueError, OSError) as exc:
-        print(f"face-recognition cannot start: {exc}", file=sys.stderr)
-        return 2
+    except ConfigurationError as exc:
+        # Keep serving: /healthz says why the function is not ready, requests get 500.
+        log.error("not configured", outcome="configuration_error", detail=str(exc))
     port = int(os.getenv("PORT", "5000"))
     serve(app, host=os.getenv("HOST", "0.0.0.0"), port=port, threads=4, ident="face-recognition")
     return 0

@@ -1,4 +1,4 @@
-"""facepipe.cluster against fake Kubernetes API objects (no cluster)."""
+"""facepipe_tools.cluster against fake Kubernetes API objects (no cluster)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from dotenv import dotenv_values
 from kubernetes.client import V1ConfigMap, V1ObjectMeta, V1Secret
 from kubernetes.client.exceptions import ApiException
 
-from facepipe import cluster
 from facepipe.settings import SECRET_NAMES
+from facepipe_tools import cluster
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -22,7 +22,7 @@ def _b64(text: str) -> str:
 
 
 class FakeCoreV1:
-    """The few CoreV1Api calls facepipe.cluster makes, over dicts of objects."""
+    """The few CoreV1Api calls facepipe_tools.cluster makes, over dicts of objects."""
 
     def __init__(self, config_maps: dict | None = None, secrets: dict | None = None) -> None:
         self.config_maps = config_maps or {}

@@ -35,9 +35,9 @@ import pytest
 import requests
 from deploylib import FUNCTION_DIR, FUNCTION_DOCKERFILE, REPO
 
-from facepipe.cluster import KNOWN_FACES_KEY
 from facepipe.settings import DEFAULT_SECRETS_DIR, SECRET_NAMES
 from facepipe.upload_students import ensure_table, load_students, write_students
+from facepipe_tools.cluster import KNOWN_FACES_KEY
 
 INPUT = "facepipe-input"
 OUTPUT = "facepipe-output"
@@ -104,7 +104,7 @@ def _secrets(tmp: Path) -> Path:
 def _sample_video(tmp: Path) -> Path:
     if shutil.which("ffmpeg") is None:
         pytest.skip("ffmpeg is not installed")
-    sample = pytest.importorskip("facepipe.sample")
+    sample = pytest.importorskip("facepipe_tools.sample")
     video = tmp / "hopper.mp4"
     subprocess.run(
         [

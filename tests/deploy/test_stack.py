@@ -9,8 +9,8 @@ from pathlib import Path
 import deploylib
 from deploylib import FUNCTION_DOCKERFILE, REPO, one
 
-from facepipe.cluster import FUNCTION_SECRET, KNOWN_FACES_KEY
 from facepipe.settings import DEFAULT_SECRETS_DIR, Settings
+from facepipe_tools.cluster import FUNCTION_SECRET, KNOWN_FACES_KEY
 
 # Field names of faas-cli's stack schema (stack/schema.go: Services, Provider,
 # Function, FunctionResources, StackConfiguration, TemplateSource).

@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from facepipe.settings import Settings
-from facepipe.stack import LocalStack, StackError, free_port, free_port_range, missing_ceph_binaries
+from facepipe_tools.stack import LocalStack, StackError, free_port, free_port_range, missing_ceph_binaries
 
 IN_CI = os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
 

@@ -14,7 +14,9 @@ from pathlib import Path
 import pytest
 from botocore.exceptions import ClientError
 
-from facepipe.chaos import (
+from facepipe.clients import s3_client
+from facepipe.settings import REPO_ROOT
+from facepipe_tools.chaos import (
     BadInputContext,
     CaseResult,
     ChaosStack,
@@ -26,9 +28,7 @@ from facepipe.chaos import (
     prepare_bad_inputs,
     run_bad_inputs,
 )
-from facepipe.clients import s3_client
-from facepipe.sample import photo
-from facepipe.settings import REPO_ROOT
+from facepipe_tools.sample import photo
 
 pytestmark = pytest.mark.integration
 

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from facepipe.chaos import (
+from facepipe.settings import REPO_ROOT
+from facepipe_tools.chaos import (
     SCENARIOS,
     ChaosStack,
     ScenarioResult,
@@ -19,7 +20,6 @@ from facepipe.chaos import (
     sample_clips,
     scenario_table,
 )
-from facepipe.settings import REPO_ROOT
 
 pytestmark = pytest.mark.integration
 

@@ -13,11 +13,12 @@ from pathlib import Path
 import pytest
 import requests
 
+from facepipe.answers import parse_csv
 from facepipe.clients import s3_client
-from facepipe.mapping import load_mapping
-from facepipe.results import parse_csv
 from facepipe.settings import REPO_ROOT, Settings
-from facepipe.stack import LocalStack
+from facepipe_tools.mapping import load_mapping
+from facepipe_tools.polling import wait_for
+from facepipe_tools.stack import LocalStack
 
 pytestmark = pytest.mark.integration
 
@@ -35,13 +36,15 @@ def notifier_metric(settings: Settings, name: str, labels: str = "") -> float:
 
 
 def wait_for_output(s3, settings: Settings, key: str, timeout: float = 60) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def read() -> str | None:
         try:
             return s3.get_object(Bucket=settings.output_bucket, Key=key)["Body"].read().decode()
         except s3.exceptions.NoSuchKey:
-            time.sleep(0.2)
-    raise AssertionError(f"{key} did not appear in {settings.output_bucket} within {timeout} s")
+            return None
+
+    text = wait_for(read, timeout_s=timeout)
+    assert text is not None, f"{key} did not appear in {settings.output_bucket} within {timeout} s"
+    return text
 
 
 def output_keys(s3, settings: Settings) -> list[str]:

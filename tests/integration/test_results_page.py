@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 
 from facepipe.clients import s3_client
-from facepipe.mapping import load_mapping
 from facepipe.settings import REPO_ROOT, Settings
-from facepipe.stack import LocalStack
+from facepipe_tools.mapping import load_mapping
+from facepipe_tools.stack import LocalStack
 
 pytestmark = pytest.mark.integration
 

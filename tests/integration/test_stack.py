@@ -10,7 +10,6 @@ import stat
 import subprocess
 import sys
 import threading
-import time
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -22,18 +21,10 @@ from botocore.exceptions import ClientError
 from facepipe.clients import s3_client, sns_client
 from facepipe.events import parse_records
 from facepipe.settings import REPO_ROOT, Settings, load_settings
-from facepipe.stack import COMPONENTS, ENV_MARKER, LocalStack, StackError, _cmdline, _group_pids
+from facepipe_tools.polling import wait_for
+from facepipe_tools.stack import COMPONENTS, ENV_MARKER, LocalStack, StackError, _cmdline, _group_pids
 
 pytestmark = pytest.mark.integration
-
-
-def wait_for(condition, timeout: float = 15.0, interval: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(interval)
 
 
 def notifier_events(stack: LocalStack) -> dict[str, float]:
@@ -57,7 +48,7 @@ def test_status_reports_every_component_healthy(local_stack: LocalStack) -> None
     assert len(local_stack.pids("function")) >= 2
 
     done = subprocess.run(
-        [sys.executable, "-m", "facepipe.stack", "status", "--state-dir", str(local_stack.state_dir)],
+        [sys.executable, "-m", "facepipe_tools.stack", "status", "--state-dir", str(local_stack.state_dir)],
         capture_output=True,
         text=True,
         cwd=REPO_ROOT,
@@ -123,7 +114,7 @@ def test_bucket_notification_reaches_the_notifier(local_stack: LocalStack, stack
         after = wait_for(
             lambda: (events := notifier_events(local_stack)) and events.get("ignored", 0) > before.get("ignored", 0)
             and events,
-            timeout=20,
+            timeout_s=20,
         )
         assert after, f"no notification counted by the notifier: {notifier_events(local_stack)}"
         assert after.get("rejected", 0) == before.get("rejected", 0), "RGW's opaqueData did not match NOTIFY_TOKEN"
@@ -191,7 +182,7 @@ def test_rgw_notification_carries_keys_verbatim(recorded_notifications) -> None:
     s3, bucket, bodies = recorded_notifications
     for key in ODD_KEYS:
         s3.put_object(Bucket=bucket, Key=key, Body=b"x")
-    assert wait_for(lambda: len(bodies) >= len(ODD_KEYS), timeout=10), f"{len(bodies)} notifications"
+    assert wait_for(lambda: len(bodies) >= len(ODD_KEYS), timeout_s=10), f"{len(bodies)} notifications"
     records = [json.loads(body)["Records"][0] for body in bodies]
     assert sorted(r["s3"]["object"]["key"] for r in records) == sorted(ODD_KEYS)
     for record in records:
@@ -206,7 +197,7 @@ def test_parse_records_keeps_ceph_keys(recorded_notifications) -> None:
     s3, bucket, bodies = recorded_notifications
     for key in ODD_KEYS:
         s3.put_object(Bucket=bucket, Key=key, Body=b"x")
-    assert wait_for(lambda: len(bodies) >= len(ODD_KEYS), timeout=10)
+    assert wait_for(lambda: len(bodies) >= len(ODD_KEYS), timeout_s=10)
     parsed = [event.key for body in bodies for event in parse_records(json.loads(body))]
     assert sorted(parsed) == sorted(ODD_KEYS)
 
@@ -251,7 +242,7 @@ def test_stop_start_keeps_objects(local_stack: LocalStack, stack_settings: Setti
     assert not row.healthy and row.detail == "not running"
     local_stack.start(component)
     assert local_stack.pids(component) and local_stack.pids(component) != old
-    assert wait_for(lambda: all(r.healthy for r in local_stack.status()), timeout=30)
+    assert wait_for(lambda: all(r.healthy for r in local_stack.status()), timeout_s=30)
     try:
         body = s3.get_object(Bucket=stack_settings.output_bucket, Key=key)["Body"].read()
         assert body == b"durable"

@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 import requests
 
+from facepipe.answers import Student
 from facepipe.clients import s3_client
-from facepipe.mapping import OK, MappingEntry, compare, load_mapping
-from facepipe.results import Student
 from facepipe.settings import REPO_ROOT, Settings
-from facepipe.stack import LocalStack
+from facepipe_tools.mapping import OK, MappingEntry, compare, load_mapping
+from facepipe_tools.stack import LocalStack
 
 pytestmark = pytest.mark.integration
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from facepipe import bench
-from facepipe.bench import (
+from facepipe_tools import bench
+from facepipe_tools.bench import (
     REQUIRED_KEYS,
     ClipResult,
     EndToEnd,
@@ -180,10 +180,10 @@ def test_seed_style_reference_on_the_builtin_sample(sample_dir: Path) -> None:
 
 
 def test_seed_style_reference_agrees_with_the_function_on_a_cse546_clip(cse546: Path) -> None:
-    from facepipe.pipeline import FaceRecognitionService
+    from facepipe.faces.task import FaceRecognitionTask
 
     video = cse546 / "test_cases" / "test_case_1" / "test_0.mp4"
     known = cse546 / "encoding"
     assert seed_style_recognize(video, known) == ["president_trump"]
-    service = FaceRecognitionService(bench.compute_settings(known))
-    assert service.recognize_file(video).people == ["president_trump"]
+    task = FaceRecognitionTask(bench.compute_settings(known))
+    assert task.compute(video).people == ["president_trump"]

@@ -12,11 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from facepipe import checker_core
-from facepipe.checker_core import CheckError, check, evaluate, summarize, summary_line
-from facepipe.mapping import parse_mapping
-from facepipe.results import Student, render_csv, render_error
+from facepipe import answers
+from facepipe.answers import Student, render_csv, render_error
 from facepipe.settings import Settings
+from facepipe_tools import checker as checker_core
+from facepipe_tools.checker import CheckError, check, summarize, summary_line
+from facepipe_tools.mapping import parse_mapping
 
 REPO = Path(__file__).resolve().parents[2]
 SETTINGS = Settings(
@@ -113,8 +114,13 @@ class Reader:
     def __init__(self, texts: dict[str, str]):
         self.texts = texts
 
-    def text(self, obj):
-        return self.texts[obj["Key"]]
+    def read(self, answer: answers.StoredAnswer) -> answers.AnswerBody:
+        return answers.parse(answer, self.texts[answer.key])
+
+
+def evaluate(entry, inputs: dict, outputs: dict, reader: Reader):
+    """The checker's evaluate on output listings given as {key: listing entry}."""
+    return checker_core.evaluate(entry, inputs, answers.index(outputs.values()), reader)
 
 
 def test_a_result_older_than_its_video_does_not_count():

@@ -1,4 +1,4 @@
-"""The numpy encoder must give dlib's own descriptors (see facepipe.face_encoder)."""
+"""The numpy encoder must give dlib's own descriptors (see facepipe.faces.encoder)."""
 
 from pathlib import Path
 
@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from facepipe.face_encoder import FaceEncoder, ModelFormatError, ResNet
+from facepipe.faces.encoder import FaceEncoder, ModelFormatError, ResNet
 from facepipe.media import sample_frames
-from facepipe.sample import photo
+from facepipe_tools.sample import photo
 
 #: float32 arithmetic in another order than dlib's: differences are about 1e-7.
 TOLERANCE = 1e-5

@@ -2,9 +2,9 @@
 
 import pytest
 
-from facepipe import keys
+from facepipe import answers, keys
+from facepipe.answers import Student, parse_csv, parse_error, render_csv, render_error
 from facepipe.events import BadRequest, parse_function_request, parse_records
-from facepipe.results import Student, parse_csv, parse_error, render_csv, render_error
 
 
 @pytest.mark.parametrize(
@@ -18,8 +18,8 @@ from facepipe.results import Student, parse_csv, parse_error, render_csv, render
     ],
 )
 def test_result_and_error_keys(key: str, result: str, error: str) -> None:
-    assert keys.result_key(key) == result
-    assert keys.error_key(key) == error
+    assert answers.result_key(key) == result
+    assert answers.error_key(key) == error
 
 
 @pytest.mark.parametrize("key", ["", "a/", "bad\nkey", "x" * 1025, None, 5])

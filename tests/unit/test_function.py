@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from moto import mock_aws
 
-from facepipe.results import Student, parse_csv
+from facepipe.answers import Student, parse_csv
 from facepipe.upload_students import ensure_table, load_students, write_students
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -57,7 +57,8 @@ def env():
         ensure_table(dynamodb, "students")
         write_students(dynamodb, "students", load_students(REPO_ROOT / "data" / "student_data.json"))
         index = _load_index()
-        index.handler._service = None
+        index.handler._function = None
+        index.handler._configuration_error = None
         yield {"s3": s3, "client": index.app.test_client(), "index": index}
     patch.undo()
 
@@ -115,7 +116,7 @@ def test_s3_requests_per_object(env, sample_dir: Path) -> None:
     def count(model, **kwargs) -> None:
         calls.append(model.name)
 
-    events = env["index"].handler.service().s3.meta.events
+    events = env["index"].handler.function().s3.meta.events
     events.register("before-call.s3", count)
     try:
         assert invoke(env, {"bucket": "input", "key": "counted.mp4"})[1]["outcome"] == "ok"
@@ -158,7 +159,7 @@ def test_a_fixed_upload_replaces_its_error_record(env, sample_dir: Path) -> None
 
 def test_too_large_object_is_refused_without_download(env, monkeypatch: pytest.MonkeyPatch) -> None:
     upload(env, "huge.mp4", b"\0" * 3_000_001)
-    service = env["index"].handler.service()
+    service = env["index"].handler.function()
     get_object = service.s3.get_object
 
     def unread_get(**kwargs):
@@ -221,7 +222,7 @@ def test_database_outage_is_retryable_503(env, sample_dir: Path, monkeypatch: py
     from botocore.exceptions import EndpointConnectionError
 
     upload(env, "dbdown.mp4", (sample_dir / "sample_hopper.mp4").read_bytes())
-    students = env["index"].handler.service().students
+    students = env["index"].handler.function().task.students
 
     def unreachable(**kwargs):
         raise EndpointConnectionError(endpoint_url="http://dynamodb.invalid")
@@ -252,10 +253,10 @@ def test_no_temp_files_left(env, sample_dir: Path, tmp_path: Path, monkeypatch: 
 def test_concurrent_requests_share_io_but_not_compute(env, sample_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import threading
 
-    service = env["index"].handler.service()
+    task = env["index"].handler.function().task
     running, most = [0], [0]
     guard = threading.Lock()
-    real = service.recognize_file
+    real = task.compute
 
     def counting(path):
         with guard:
@@ -267,7 +268,7 @@ def test_concurrent_requests_share_io_but_not_compute(env, sample_dir: Path, mon
             with guard:
                 running[0] -= 1
 
-    monkeypatch.setattr(service, "recognize_file", counting)
+    monkeypatch.setattr(task, "compute", counting)
     for n in range(4):
         upload(env, f"parallel{n}.mp4", (sample_dir / "sample_hopper.mp4").read_bytes())
     answers = [None] * 4
@@ -283,3 +284,21 @@ def test_concurrent_requests_share_io_but_not_compute(env, sample_dir: Path, mon
     assert [status for status, _ in answers] == [200] * 4
     assert all([p["name"] for p in body["people"]] == ["grace_hopper"] for _, body in answers)
     assert most[0] == 1
+
+
+def test_configuration_error_is_500_and_not_ready(env, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A broken known-faces file is the operator's to fix, not the request's fault: 500 (the
+    notifier retries), /healthz 503 with the reason, and the same on every request."""
+    handler = env["index"].handler
+    broken = tmp_path / "known.json"
+    broken.write_text('{"not": "known faces"}')
+    monkeypatch.setenv("KNOWN_FACES", str(broken))
+    monkeypatch.setattr(handler, "_function", None)
+    monkeypatch.setattr(handler, "_configuration_error", None)
+    upload(env, "config.mp4", b"whatever")
+    for _ in range(2):
+        status, body = invoke(env, {"bucket": "input", "key": "config.mp4"})
+        assert status == 500 and "not configured correctly" in body["error"]
+    health = env["client"].get("/healthz")
+    assert health.status_code == 503 and health.get_data(as_text=True).startswith("not ready:")
+    assert not {k for k in output_keys(env) if k.startswith("config")}

@@ -5,8 +5,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from facepipe.known_faces import KnownFaces, KnownFacesError, load_known_faces, load_pickle, main
-from facepipe.sample import SAMPLE_PEOPLE, build_known_faces, photo
+from facepipe.faces.known_faces import KnownFaces, KnownFacesError, load_known_faces, load_pickle, main
+from facepipe_tools.sample import SAMPLE_PEOPLE, build_known_faces, photo
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -76,7 +76,7 @@ def test_json_round_trip_and_matching() -> None:
 
 
 def load_known_faces_from_text(text: str) -> KnownFaces:
-    from facepipe.known_faces import load_json
+    from facepipe.faces.known_faces import load_json
 
     return load_json(text)
 

@@ -26,8 +26,9 @@ import requests
 from botocore.config import Config
 from moto.server import ThreadedMotoServer
 
-from facepipe import notifier_core
-from facepipe.notifier_core import (
+from facepipe import answers
+from facepipe.notifier import core as notifier_core
+from facepipe.notifier.core import (
     MAX_BODY_BYTES,
     Backoff,
     Invoker,
@@ -571,7 +572,7 @@ def test_reconciler_queues_every_unanswered_object(notifier, settings, s3, gatew
     s3.put_object(Bucket=settings.output_bucket, Key="b.csv", Body=b"name,major,year\n")
     s3.put_object(Bucket=settings.output_bucket, Key="c.error.json", Body=b'{"error": "x"}')
     gateway.on_ok = lambda body: s3.put_object(
-        Bucket=settings.output_bucket, Key=notifier_core.result_key(body["key"]), Body=b"name,major,year\n"
+        Bucket=settings.output_bucket, Key=answers.result_key(body["key"]), Body=b"name,major,year\n"
     )
     assert notifier.reconcile_once() == 3
     notifier.start(reconcile=False)
@@ -730,7 +731,7 @@ def test_serve_entry_point_end_to_end_and_sigterm(settings, s3, gateway, tmp_pat
     s3.put_object(Bucket=settings.input_bucket, Key="before start.mp4", Body=b"x")
     s3.put_object(Bucket=settings.input_bucket, Key="by event.mp4", Body=b"y")
     gateway.on_ok = lambda body: s3.put_object(
-        Bucket=settings.output_bucket, Key=notifier_core.result_key(body["key"]), Body=b"name,major,year\n"
+        Bucket=settings.output_bucket, Key=answers.result_key(body["key"]), Body=b"name,major,year\n"
     )
     log_path = tmp_path / "notifier.log"
     with open(log_path, "w") as log_file:

@@ -3,9 +3,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from facepipe.known_faces import KnownFaces, load_known_faces
+from facepipe.faces.known_faces import KnownFaces, load_known_faces
+from facepipe.faces.recognition import Recognizer
 from facepipe.media import sample_frames
-from facepipe.recognition import Recognizer
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -45,7 +45,7 @@ def test_key_frames_are_where_people_are_first_seen(recognizer: Recognizer, samp
 def test_annotated_picture_marks_every_face(recognizer: Recognizer, sample_dir: Path) -> None:
     import cv2
 
-    from facepipe.annotate import KNOWN_COLOUR, annotated_jpeg
+    from facepipe.faces.annotate import KNOWN_COLOUR, annotated_jpeg
 
     result = recognizer.recognize(sample_frames(sample_dir / "sample_both.mp4"))
     picture = cv2.cvtColor(cv2.imdecode(np.frombuffer(annotated_jpeg(result), np.uint8), cv2.IMREAD_COLOR),

@@ -5,7 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from facepipe.stack import free_port
+from facepipe_tools.stack import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -16,7 +16,7 @@ def test_runner_stops_when_workers_cannot_start(tmp_path: Path) -> None:
     env = {**os.environ, "FACEPIPE_ENV_FILE": str(env_file), "SECRETS_DIR": str(tmp_path)}
     env.pop("KNOWN_FACES", None)
     done = subprocess.run(
-        [sys.executable, "functions/run_local.py", "--port", str(free_port()), "--workers", "1",
+        [sys.executable, "facepipe_tools/function_runner.py", "--port", str(free_port()), "--workers", "1",
          "--worker-base-port", str(free_port())],
         cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120,
     )  # fmt: skip

@@ -21,9 +21,12 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import requests
 
-from facepipe import notifier_core
-from facepipe.keys import error_key, result_key
+from facepipe.answers import error_key, result_key
+from facepipe.notifier import core as notifier_core
+from facepipe_tools.polling import wait_for
+from facepipe_tools.stack import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 SKIP_DIRS = {".venv", "build", ".stack", "__pycache__", ".git", "node_modules", "template"}
@@ -155,7 +158,7 @@ def test_notifier_token_check_uses_compare_digest() -> None:
 def test_media_decoding_starts_no_process() -> None:
     """Frames are decoded in-process (PyAV) or, where a program runs, with an argument list:
     the function's code starts no shell and passes no command string."""
-    for path in (REPO / "facepipe" / "media.py", REPO / "facepipe" / "pipeline.py"):
+    for path in (REPO / "facepipe" / "media.py", REPO / "facepipe" / "function.py"):
         assert shell_uses(ast.parse(path.read_text())) == []
 
 
@@ -169,35 +172,47 @@ class _RunsCode:
 
 def test_function_refuses_a_malicious_known_faces_pickle(tmp_path: Path) -> None:
     """The function's own entry point (index.py, as the container runs it) with a pickle
-    whose loading would create a file: it refuses to start and the file is not created."""
+    whose loading would create a file: the file is not created, and the function reports
+    not ready with the reason instead of serving."""
     marker = tmp_path / "pwned"
     evil = tmp_path / "encoding"
     evil.write_bytes(pickle.dumps({"name": ["x"], "encoding": [_RunsCode(marker)]}, protocol=3))
+    port = free_port()
     env = {
         **os.environ,
         "KNOWN_FACES": str(evil),
         "FACEPIPE_ENV_FILE": str(tmp_path / "none.env"),
         "SECRETS_DIR": str(tmp_path),
-        "PORT": "0",
+        "HOST": "127.0.0.1",
+        "PORT": str(port),
     }
-    done = subprocess.run(
-        [sys.executable, "index.py"],
-        cwd=REPO / "functions" / "face-recognition",
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    output = done.stdout + done.stderr
-    assert done.returncode != 0, output
-    assert "cannot start" in output and "refusing to load" in output, output
+    process = subprocess.Popen(
+        [sys.executable, "index.py"], cwd=REPO / "functions" / "face-recognition", env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        health = wait_for(lambda: _get(f"http://127.0.0.1:{port}/healthz"), timeout_s=120)
+        assert health.status_code == 503 and "refusing to load" in health.text, health.text
+        answer = requests.post(f"http://127.0.0.1:{port}/", json={"bucket": "input", "key": "a.mp4"}, timeout=10)
+        assert answer.status_code == 500 and "not configured" in answer.json()["error"]
+    finally:
+        process.terminate()
+        output = process.communicate(timeout=30)[0]
+    assert '"event": "not configured"' in output and "refusing to load" in output, output
     assert not marker.exists()
+
+
+def _get(url: str) -> requests.Response | None:
+    try:
+        return requests.get(url, timeout=2)
+    except requests.ConnectionError:
+        return None
 
 
 @pytest.mark.parametrize(
     ("script", "what"),
-    [("facepipe/notifier_core.py", "notifier"), ("functions/run_local.py", "function runner"),
-     ("facepipe/web_core.py", "web tier")],
+    [("facepipe/notifier/core.py", "notifier"), ("facepipe_tools/function_runner.py", "function runner"),
+     ("facepipe/web/core.py", "web tier")],
 )  # fmt: skip
 def test_servers_listen_on_loopback_by_default(script: str, what: str) -> None:
     path = REPO / script

@@ -23,8 +23,8 @@ import pytest
 from botocore.exceptions import ClientError
 
 from facepipe.clients import dynamodb_client
+from facepipe.faces.students import StudentDirectory
 from facepipe.settings import Settings
-from facepipe.students import StudentDirectory
 from facepipe.upload_students import upload
 
 REPO = Path(__file__).resolve().parents[2]

@@ -90,11 +90,8 @@ def test_existing_table_with_another_key_is_an_error(dynamodb):
         ensure_table(dynamodb, "students")
 
 
-def test_cse546_student_file_is_valid():
-    path = Path("/work/shared/cse546/student_data.json")
-    if not path.exists():
-        pytest.skip("CSE546 data not present")
-    assert len(load_students(path)) == 8
+def test_cse546_student_file_is_valid(cse546: Path):
+    assert len(load_students(cse546 / "student_data.json")) == 8
 
 
 @pytest.mark.parametrize(

@@ -17,9 +17,9 @@ from flask import Flask
 from flask.testing import FlaskClient
 from moto import mock_aws
 
-from facepipe import keys
+from facepipe import answers
 from facepipe.settings import Settings
-from facepipe.web_core import (
+from facepipe.web.core import (
     WEB_PREFIX,
     WebSettings,
     clean_name,
@@ -102,13 +102,13 @@ def test_json_answer_has_the_whole_result(client, pipeline) -> None:
     assert body["status"] == "done"
     assert (body["file"], body["stem"], body["bucket"]) == ("clip.webm", "clip", "input")
     assert body["key"].startswith(WEB_PREFIX) and body["key"].endswith("/clip.webm")
-    assert body["output_key"] == keys.result_key(body["key"])
+    assert body["output_key"] == answers.result_key(body["key"])
     assert body["people"] == [
         {"name": "eileen_collins", "major": "aerospace_engineering", "year": "junior"},
         {"name": "nobody_known", "major": "", "year": ""},
     ]
     assert body["error"] is None
-    assert body["picture_key"] == keys.stem(body["key"]) + ".jpg"
+    assert body["picture_key"] == answers.stem(body["key"]) + ".jpg"
     assert body["picture_url"].startswith("/picture/web/")
     assert body["seconds"] >= 0
     picture = client.get(body["picture_url"])
@@ -154,7 +154,7 @@ def test_timeout_answers_202_with_the_key_to_look_up(s3, pipeline) -> None:
     pending = client.get(response.headers["Location"], headers={"Accept": "application/json"})
     assert pending.status_code == 202 and pending.get_json()["status"] == "pending"
     # The pipeline answers later; the same URL then has the answer.
-    s3.put_object(Bucket="output", Key=keys.result_key(key), Body=b"name,major,year\ngrace_hopper,cs,senior\n")
+    s3.put_object(Bucket="output", Key=answers.result_key(key), Body=b"name,major,year\ngrace_hopper,cs,senior\n")
     later = client.get(response.headers["Location"])
     assert (later.status_code, later.get_data(as_text=True)) == (200, "slow:grace_hopper")
 

@@ -15,10 +15,10 @@ from moto import mock_aws
 from rich.console import Console
 from waitress.server import create_server
 
-from facepipe import workload_core
 from facepipe.settings import Settings
-from facepipe.web_core import WebSettings, create_app
-from facepipe.workload_core import HttpOutcome, judge, percentile, send_files
+from facepipe.web.core import WebSettings, create_app
+from facepipe_tools import workload as workload_core
+from facepipe_tools.workload import HttpOutcome, judge, percentile, send_files
 from tests.unit.webfake import FakePipeline, media
 
 

@@ -12,10 +12,10 @@ import boto3
 import pytest
 from rich.console import Console
 
-import facepipe.sample
-from facepipe import workload_core
+import facepipe_tools.sample
 from facepipe.settings import Settings
-from facepipe.workload_core import WorkloadError, clear_bucket, collect_media, upload_files
+from facepipe_tools import workload as workload_core
+from facepipe_tools.workload import WorkloadError, clear_bucket, collect_media, upload_files
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -144,7 +144,7 @@ def test_no_path_uses_the_built_in_sample(s3, tmp_path, monkeypatch):
         (out_dir / "sample_a.mp4").write_bytes(b"a")
         return [out_dir / "sample_a.mp4"]
 
-    monkeypatch.setattr(facepipe.sample, "build_sample", fake_build_sample)
+    monkeypatch.setattr(facepipe_tools.sample, "build_sample", fake_build_sample)
     settings = Settings(input_bucket="input", output_bucket="output")
     assert workload_core.run(settings, [], keep=False, concurrency=2, console=quiet()) == 0
     assert built == [REPO / "build" / "sample"]
@@ -155,7 +155,7 @@ def test_sample_build_failure_is_a_clear_error(s3, monkeypatch):
     def broken(out_dir):
         raise RuntimeError("ffmpeg is not installed")
 
-    monkeypatch.setattr(facepipe.sample, "build_sample", broken)
+    monkeypatch.setattr(facepipe_tools.sample, "build_sample", broken)
     with pytest.raises(WorkloadError, match="could not build the built-in sample: ffmpeg is not installed"):
         workload_core.run(Settings(), [], keep=False, concurrency=1, console=quiet())
 

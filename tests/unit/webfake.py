@@ -17,8 +17,8 @@ import time
 
 from PIL import Image
 
-from facepipe import keys
-from facepipe.results import Student, render_csv
+from facepipe import answers
+from facepipe.answers import Student, render_csv
 
 STUDENTS = {
     "grace_hopper": Student("grace_hopper", "computer_science", "senior"),
@@ -78,13 +78,13 @@ class FakePipeline:
             return
         if b"broken" in body:
             record = {"key": key, "error": "unreadable", "detail": "ffmpeg could not read the file"}
-            self.s3.put_object(Bucket=self.output_bucket, Key=keys.error_key(key), Body=json.dumps(record).encode())
+            self.s3.put_object(Bucket=self.output_bucket, Key=answers.error_key(key), Body=json.dumps(record).encode())
             self.processed.append(key)
             return
         match = re.search(rb"people=([\w,]*)", body)
         names = [n for n in (match.group(1).decode().split(",") if match else []) if n]
         people = [STUDENTS.get(name, Student(name)) for name in names]
         if b"picture" in body:
-            self.s3.put_object(Bucket=self.output_bucket, Key=keys.stem(key) + ".jpg", Body=TINY_JPEG)
-        self.s3.put_object(Bucket=self.output_bucket, Key=keys.result_key(key), Body=render_csv(people).encode())
+            self.s3.put_object(Bucket=self.output_bucket, Key=answers.stem(key) + ".jpg", Body=TINY_JPEG)
+        self.s3.put_object(Bucket=self.output_bucket, Key=answers.result_key(key), Body=render_csv(people).encode())
         self.processed.append(key)

@@ -140,7 +140,7 @@ def build_sample(out_dir: Path) -> list[Path]:
 
 def build_known_faces():
     """Known faces of the sample people, encoded from their package photos."""
-    from facepipe.known_faces import build_from_photos
+    from facepipe.faces.known_faces import build_from_photos
 
     return build_from_photos({name: [photo(name)] for name in SAMPLE_PEOPLE})
 

@@ -35,9 +35,10 @@ from flask import Flask, Response, jsonify, request
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from werkzeug.exceptions import HTTPException
 
+from facepipe import answers
 from facepipe.clients import s3_client, sns_client
 from facepipe.events import BadRequest, ObjectEvent, parse_records
-from facepipe.keys import SOURCE_ETAG_METADATA, error_key, existing_answers, result_key, validate_key
+from facepipe.keys import validate_key
 from facepipe.settings import Settings, SettingsError, load_settings
 
 log = logging.getLogger("facepipe.notifier")
@@ -180,11 +181,6 @@ class Job:
     #: Invoke even if a fresh answer exists: set for a re-run, whose object changed while the
     #: previous run was reading it (that run's result is newer than the object, yet stale).
     force: bool = False
-
-
-def _seconds(moment: datetime) -> datetime:
-    """S3 HEAD dates have whole seconds, listings milliseconds: compare at whole seconds."""
-    return moment.replace(microsecond=0)
 
 
 def _is_not_found(exc: ClientError) -> bool:
@@ -333,21 +329,19 @@ class Notifier:
         without it (written by something else) count when they are at least as new.
         """
         try:
-            existing = existing_answers(self.s3, self.settings.output_bucket, job.key)
+            found = answers.find(self.s3, self.settings.output_bucket, job.key)
         except (BotoCoreError, ClientError):
             return False
-        for name in (result_key(job.key), error_key(job.key)):
-            if name not in existing:
+        version = answers.Version(job.etag, job.last_modified)
+        for answer in (found.result, found.error):
+            if answer is None:
                 continue
             try:
-                head = self.s3.head_object(Bucket=self.settings.output_bucket, Key=name)
+                head = self.s3.head_object(Bucket=self.settings.output_bucket, Key=answer.key)
             except (BotoCoreError, ClientError):
                 continue
-            answered_etag = head.get("Metadata", {}).get(SOURCE_ETAG_METADATA)
-            if answered_etag is not None:
-                if job.etag and answered_etag == job.etag:
-                    return True
-            elif job.last_modified is not None and _seconds(head["LastModified"]) >= _seconds(job.last_modified):
+            source_etag = head.get("Metadata", {}).get(answers.SOURCE_ETAG_METADATA)
+            if answers.is_current(answers.StoredAnswer(answer.key, answer.modified, answer.etag, source_etag), version):
                 return True
         return False
 
@@ -442,15 +436,15 @@ class Notifier:
         """Queue every input object without a fresh result or error record; returns how many were queued."""
         started = time.monotonic()
         inputs = self._list(self.settings.input_bucket)
-        answers = {key: obj["LastModified"] for key, obj in self._list(self.settings.output_bucket).items()}
+        found = answers.index(self._list(self.settings.output_bucket).values())
         queued = unanswered = 0
         for key, obj in sorted(inputs.items(), key=lambda item: item[1]["LastModified"]):
             try:
                 validate_key(key)
             except ValueError:
                 continue
-            found = [answers[name] for name in (result_key(key), error_key(key)) if name in answers]
-            if found and max(found) >= obj["LastModified"]:
+            version = answers.Version(str(obj.get("ETag", "")).strip('"'), obj["LastModified"])
+            if found.get(answers.stem(key), answers.Answers()).current(version) is not None:
                 continue
             unanswered += 1
             job = Job(

@@ -23,6 +23,8 @@ from typing import BinaryIO
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from facepipe.settings import ConfigurationError
+
 ENCODERS = ("numpy", "dlib")
 
 #: A face box as face_recognition gives it: top, right, bottom, left.
@@ -37,7 +39,7 @@ _PIXEL_MEANS = np.array([122.782, 117.001, 104.298], np.float32)
 _LEVELS = ((32, 3), (64, 4), (128, 3), (256, 3), (256, 1))
 
 
-class ModelFormatError(ValueError):
+class ModelFormatError(ConfigurationError):
     """The weights file is not dlib's face recognition ResNet."""
 
 

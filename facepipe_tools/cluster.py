@@ -21,9 +21,9 @@ Commands (they use your kubeconfig, like kubectl):
 
 Example::
 
-    python -m facepipe.cluster function-secret --known-faces data/known_faces.json
+    python -m facepipe_tools.cluster function-secret --known-faces data/known_faces.json
     kubectl -n rook-ceph port-forward svc/rook-ceph-rgw-facepipe-store 8081:80 &
-    python -m facepipe.cluster env --s3-endpoint http://127.0.0.1:8081 -o .env.cluster
+    python -m facepipe_tools.cluster env --s3-endpoint http://127.0.0.1:8081 -o .env.cluster
     FACEPIPE_ENV_FILE=.env.cluster python workload/workload.py
 """
 
@@ -164,7 +164,7 @@ def env_values(input_claim: BucketClaim, output_claim: BucketClaim, s3_endpoint:
 
 def render_env(values: dict[str, str]) -> str:
     """A .env text that python-dotenv reads back to the same values."""
-    lines = ["# Written by `python -m facepipe.cluster env`: the pipeline on Kubernetes. Keep it private."]
+    lines = ["# Written by `python -m facepipe_tools.cluster env`: the pipeline on Kubernetes. Keep it private."]
     for key, value in values.items():
         escaped = value.replace("\\", "\\\\").replace('"', '\\"')
         lines.append(f'{key}="{escaped}"')
@@ -181,7 +181,7 @@ def write_private(path: Path, text: str) -> None:
 
 def read_known_faces(path: Path) -> bytes:
     """The known-faces file, checked to load (JSON or the CSE546 pickle) and to fit a Secret."""
-    from facepipe.known_faces import KnownFacesError, load_known_faces
+    from facepipe.faces.known_faces import KnownFacesError, load_known_faces
 
     if not path.is_file():
         raise ClusterError(f"{path} is not a file (a folder of photos must be built to JSON first)")
@@ -275,7 +275,7 @@ def core_api(context: str | None):
 
 
 def main(argv: list[str] | None = None, core=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m facepipe.cluster", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m facepipe_tools.cluster", description=__doc__.split("\n\n")[0])
     parser.add_argument("--context", help="kubeconfig context (default: the current one)")
     parser.add_argument("--namespace", default=NAMESPACE, help=f"the pipeline's namespace (default {NAMESPACE})")
     commands = parser.add_subparsers(dest="command", required=True)

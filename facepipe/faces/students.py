@@ -6,8 +6,8 @@ import logging
 import threading
 import time
 
+from facepipe.answers import Student
 from facepipe.clients import dynamodb_client
-from facepipe.results import Student
 from facepipe.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -31,10 +31,8 @@ import requests
 from flask import Flask, Response, request
 from waitress import serve
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO_ROOT))
-
-from facepipe.settings import load_settings  # noqa: E402
+from facepipe.settings import load_settings
+from facepipe_tools.paths import REPO_ROOT
 
 FUNCTION_DIR = REPO_ROOT / "functions" / "face-recognition"
 log = logging.getLogger("facepipe.runner")
@@ -59,7 +57,6 @@ class Worker:
         self.tmp_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         env = dict(os.environ, PORT=str(self.port), HOST="127.0.0.1", PYTHONUNBUFFERED="1", TMPDIR=str(self.tmp_dir))
         env.setdefault("MALLOC_ARENA_MAX", "2")  # as in the Dockerfile: about 50 MiB less RSS per worker
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
         self.ready = False
         self.generation += 1
         self.process = subprocess.Popen([sys.executable, "index.py"], cwd=FUNCTION_DIR, env=env)
@@ -75,10 +72,18 @@ class Worker:
             self.process.kill()
 
     def check_ready(self) -> bool:
+        """Ask the worker's /healthz. A worker that answers but is not configured (503 with
+        the reason) cannot become ready by waiting: it is stopped, which counts as a failed
+        start, and restarted (as Kubernetes would restart a pod that never gets ready)."""
         try:
-            self.ready = self.session.get(self.url + "/healthz", timeout=1).ok
+            response = self.session.get(self.url + "/healthz", timeout=1)
         except requests.RequestException:
             self.ready = False
+            return False
+        self.ready = response.ok
+        if response.status_code == 503 and response.text.startswith("not ready:"):
+            log.error("worker %d %s", self.number, response.text.strip())
+            self.kill()
         return self.ready
 
 

@@ -17,11 +17,11 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from facepipe import answers
+from facepipe.answers import AnswerBody, Answers, StoredAnswer, Version
 from facepipe.clients import s3_client
-from facepipe.keys import error_key, result_key
-from facepipe.mapping import ERROR, MISSING, OK, WRONG, MappingEntry, compare, describe_students, load_mapping
-from facepipe.results import parse_csv, parse_error
 from facepipe.settings import Settings, SettingsError, load_settings
+from facepipe_tools.mapping import ERROR, MISSING, OK, WRONG, MappingEntry, compare, describe_students, load_mapping
 
 STATUS_STYLE = {OK: "green", WRONG: "bold red", MISSING: "yellow", ERROR: "magenta"}
 
@@ -61,51 +61,44 @@ class OutputReader:
     def __init__(self, s3, bucket: str):
         self.s3 = s3
         self.bucket = bucket
-        self._cache: dict[tuple[str, str], str] = {}
+        self._cache: dict[tuple[str, str], AnswerBody] = {}
 
-    def text(self, obj: dict) -> str:
-        ident = (obj["Key"], obj.get("ETag", ""))
+    def read(self, answer: StoredAnswer) -> AnswerBody:
+        ident = (answer.key, answer.etag)
         if ident not in self._cache:
-            body = self.s3.get_object(Bucket=self.bucket, Key=obj["Key"])["Body"].read()
-            self._cache[ident] = body.decode("utf-8", errors="replace")
+            self._cache[ident] = answers.read(self.s3, self.bucket, answer)
         return self._cache[ident]
 
 
-def evaluate(entry: MappingEntry, inputs: dict[str, dict], outputs: dict[str, dict], reader: OutputReader) -> Row:
+def evaluate(entry: MappingEntry, inputs: dict[str, dict], outputs: dict[str, Answers], reader: OutputReader) -> Row:
     """The row for one mapping entry given the current bucket listings."""
     row = Row(video=entry.video, expected=entry.describe(), got="", status=MISSING)
     uploaded = inputs.get(entry.video)
     row.uploaded_at = uploaded["LastModified"] if uploaded else None
-    candidates = [outputs[k] for k in (result_key(entry.video), error_key(entry.video)) if k in outputs]
-    fresh = [obj for obj in candidates if row.uploaded_at is None or obj["LastModified"] >= row.uploaded_at]
-    if not fresh:
-        if candidates:
+    found = outputs.get(answers.stem(entry.video), Answers())
+    newest = found.newest()
+    answer = newest if uploaded is None else found.current(Version(modified=row.uploaded_at))
+    if answer is None:
+        if newest is not None:
             row.detail = "only a result older than the uploaded video"
         elif uploaded is None:
             row.detail = "video not in the input bucket"
         else:
             row.detail = "no result yet"
         return row
-    answer = max(fresh, key=lambda obj: obj["LastModified"])
-    row.answered_at = answer["LastModified"]
+    row.answered_at = answer.modified
     if row.uploaded_at is not None:
         row.latency_s = (row.answered_at - row.uploaded_at).total_seconds()
-    text = reader.text(answer)
-    if answer["Key"] == error_key(entry.video):
-        try:
-            record = parse_error(text)
-            message = str(record["error"]) + (f": {record['detail']}" if record.get("detail") else "")
-        except ValueError:
-            message = "unreadable error record"
-        row.status, row.got, row.detail = ERROR, "-", message
+    body = reader.read(answer)
+    if body.error is not None:
+        message = body.error["error"] + (f": {body.error['detail']}" if body.error.get("detail") else "")
+        if body.unreadable:
+            row.status, row.got, row.detail = ERROR, "(unreadable result)", body.error["detail"]
+        else:
+            row.status, row.got, row.detail = ERROR, "-", message
         return row
-    try:
-        students = parse_csv(text)
-    except ValueError as exc:
-        row.status, row.got, row.detail = ERROR, "(unreadable result)", str(exc)
-        return row
-    row.got = describe_students(students)
-    row.status, row.detail = compare(entry, students)
+    row.got = describe_students(body.people)
+    row.status, row.detail = compare(entry, body.people)
     return row
 
 
@@ -125,7 +118,7 @@ def check(
     while True:
         try:
             inputs = _list(s3, settings.input_bucket)
-            outputs = _list(s3, settings.output_bucket)
+            outputs = answers.index(_list(s3, settings.output_bucket).values())
             rows = [evaluate(entry, inputs, outputs, reader) for entry in entries]
             error = None
         except (BotoCoreError, ClientError) as exc:

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from facepipe.results import Student
+from facepipe.answers import Student
 
 OK = "ok"
 WRONG = "wrong"

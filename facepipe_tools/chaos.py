@@ -68,13 +68,13 @@ from pathlib import Path
 import requests
 from botocore.exceptions import BotoCoreError, ClientError
 
+from facepipe.answers import error_key, parse_csv, parse_error, result_key
 from facepipe.clients import s3_client, sns_client
-from facepipe.keys import error_key, result_key
-from facepipe.mapping import OK, MappingEntry, compare, load_mapping
-from facepipe.notifier_core import disable_notifications, ensure_bucket, setup_notifications
-from facepipe.results import parse_csv, parse_error
-from facepipe.settings import REPO_ROOT, Settings
-from facepipe.stack import LocalStack, free_port, free_port_range
+from facepipe.notifier.core import disable_notifications, ensure_bucket, setup_notifications
+from facepipe.settings import Settings
+from facepipe_tools.mapping import OK, MappingEntry, compare, load_mapping
+from facepipe_tools.paths import cse546_dir
+from facepipe_tools.stack import LocalStack, free_port, free_port_range
 
 #: What the chaos run starts of the local stack (not the web tier).
 CHAOS_COMPONENTS = ("mon", "osd", "rgw", "dynamodb", "function", "notifier")
@@ -98,15 +98,11 @@ POLL_S = 0.5
 SETTLE_S = 3.0
 UPLOAD_RETRY_S = 120.0
 UPLOAD_THREADS = 4
-FUNCTION_LINE = re.compile(r"\bkey=(\S+) outcome=(ok|error)\b")
 
 
 class ChaosError(RuntimeError):
     """The chaos run itself failed (stack, data, timeout of a step)."""
 
-
-def default_cse546_dir() -> Path:
-    return Path(os.environ.get("CSE546_DIR") or REPO_ROOT.parent / "shared" / "cse546").resolve()
 
 
 def _say(message: str) -> None:
@@ -375,13 +371,24 @@ class StackClient:
             handle.seek(offset)
             return handle.read().decode(errors="replace")
 
+    def answered_lines(self, offset: int) -> list[dict]:
+        """The function's `object answered` log records since `offset`."""
+        records = []
+        for line in self.log_since(offset).splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict) and record.get("event") == "object answered":
+                records.append(record)
+        return records
+
     def recognitions(self, offset: int) -> Counter[str]:
         """How often the function recognised (ok or error record) each key since `offset`."""
-        return Counter(match[1] for match in FUNCTION_LINE.finditer(self.log_since(offset)))
+        return Counter(r["key"] for r in self.answered_lines(offset) if r.get("outcome") in ("ok", "error"))
 
-    def function_lines(self, offset: int, key: str) -> list[str]:
-        marker = f"key={key} outcome="
-        return [line for line in self.log_since(offset).splitlines() if marker in line]
+    def function_lines(self, offset: int, key: str) -> list[dict]:
+        return [record for record in self.answered_lines(offset) if record.get("key") == key]
 
 
 # ----------------------------------------------------------------------------- faults
@@ -1084,14 +1091,14 @@ def check_not_downloaded(ctx: BadInputContext, key: str, offset: int) -> str | N
     lines = ctx.client.function_lines(offset, key)
     if not lines:
         return "no log line of the function for this key"
-    if any("download=" in line for line in lines):
+    if any("download" in line.get("timings", {}) for line in lines):
         return "the function downloaded the object"
     return None
 
 
 def check_frames_bounded(ctx: BadInputContext, key: str, offset: int) -> str | None:
     lines = ctx.client.function_lines(offset, key)
-    frames = [int(m[1]) for line in lines if (m := re.search(r"\bframes=(\d+)", line))]
+    frames = [line["frames"] for line in lines if "frames" in line]
     if not frames:
         return "no log line with frames= for this key"
     if max(frames) > ctx.max_frames:
@@ -1527,7 +1534,7 @@ class ChaosOptions:
 
 
 def _unknown_photo() -> Path:
-    from facepipe.sample import photo
+    from facepipe_tools.sample import photo
 
     return photo("grace_hopper")
 
@@ -1586,7 +1593,7 @@ def run_chaos(options: ChaosOptions) -> int:
     finally:
         if options.keep:
             _say(f"chaos: the stack stays up (state {state_dir}); stop it with "
-                 f"`python -m facepipe.stack down --state-dir {state_dir}`")  # fmt: skip
+                 f"`python -m facepipe_tools.stack down --state-dir {state_dir}`")  # fmt: skip
         else:
             with contextlib.suppress(Exception):
                 stack.down()
@@ -1618,7 +1625,7 @@ def print_report(scenarios: list[ScenarioResult], bad: list[CaseResult], elapsed
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="chaos.py", description=__doc__.splitlines()[0])
-    parser.add_argument("--cse546", type=Path, default=default_cse546_dir(), help="CSE546 data folder")
+    parser.add_argument("--cse546", type=Path, default=cse546_dir(), help="CSE546 data folder")
     parser.add_argument("--workers", type=int, default=2, help="function workers (default 2)")
     parser.add_argument("--rate", type=float, default=8.0,
                         help="uploads per second (default 8: faster than 2 workers recognise, so a backlog builds)")

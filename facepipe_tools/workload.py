@@ -30,11 +30,12 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
+from facepipe.answers import Student, stem
 from facepipe.clients import s3_client
-from facepipe.keys import is_media_name, stem
-from facepipe.mapping import OK, MappingEntry, compare, describe_students, load_mapping
-from facepipe.results import Student
-from facepipe.settings import REPO_ROOT, Settings, SettingsError, load_settings
+from facepipe.keys import is_media_name
+from facepipe.settings import Settings, SettingsError, load_settings
+from facepipe_tools.mapping import OK, MappingEntry, compare, describe_students, load_mapping
+from facepipe_tools.paths import REPO_ROOT
 
 SAMPLE_DIR = REPO_ROOT / "build" / "sample"
 DELETE_BATCH = 1000
@@ -164,7 +165,7 @@ def upload_files(
 
 
 def default_sample(console: Console) -> list[Path]:
-    from facepipe.sample import build_sample
+    from facepipe_tools.sample import build_sample
 
     console.print(f"no PATH given: using the built-in sample in {SAMPLE_DIR}", markup=False)
     try:

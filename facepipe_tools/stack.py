@@ -1,9 +1,9 @@
 """The local stack: single-node Ceph (mon, osd, RGW), a DynamoDB-compatible server, the
 function runner, the notifier and the web tier, all on 127.0.0.1, all state in one folder.
 
-    python -m facepipe.stack up [--known-faces FILE] [--student-data JSON] [...]
-    python -m facepipe.stack status
-    python -m facepipe.stack down
+    python -m facepipe_tools.stack up [--known-faces FILE] [--student-data JSON] [...]
+    python -m facepipe_tools.stack status
+    python -m facepipe_tools.stack down
 
 `up` is safe to run again: Ceph and the DynamoDB server are kept when they are healthy
 (started again when dead); the function runner, the notifier and the web tier are always
@@ -41,7 +41,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from facepipe.settings import REPO_ROOT, Settings
+from facepipe.settings import Settings
+from facepipe_tools.paths import REPO_ROOT
 
 COMPONENTS = ("mon", "osd", "rgw", "dynamodb", "function", "notifier", "web")
 CEPH_COMPONENTS = ("mon", "osd", "rgw")
@@ -51,7 +52,7 @@ DEFAULT_STATE_DIR = REPO_ROOT / ".stack"
 DEFAULT_ENV_FILE = REPO_ROOT / ".env"
 DEFAULT_KNOWN_FACES = REPO_ROOT / "data" / "known_faces.json"
 DEFAULT_STUDENT_DATA = REPO_ROOT / "data" / "student_data.json"
-FUNCTION_RUNNER = REPO_ROOT / "functions" / "run_local.py"
+FUNCTION_RUNNER = REPO_ROOT / "facepipe_tools" / "function_runner.py"
 NOTIFIER = REPO_ROOT / "notifier" / "notification.py"
 UPLOAD_DATA = REPO_ROOT / "data" / "upload_data.py"
 WEB_APP = REPO_ROOT / "web" / "app.py"
@@ -62,7 +63,7 @@ DEFAULT_PORTS = {
 HOST = "127.0.0.1"
 RGW_NAME = "client.rgw.local"
 RGW_UID = "facepipe"
-ENV_MARKER = "# Written by `python -m facepipe.stack up`"
+ENV_MARKER = "# Written by `python -m facepipe_tools.stack up`"
 
 #: How long to wait for each component to become healthy (seconds).
 TIMEOUTS = {"mon": 30, "osd": 60, "rgw": 120, "dynamodb": 30, "function": 180, "notifier": 60, "web": 60}
@@ -692,7 +693,7 @@ class LocalStack:
         c = self.config
         s, ceph, log = self.state_dir, self.ceph_dir, self.log_dir
         text = f"""\
-# Single-node Ceph for the facepipe local stack (written by facepipe.stack).
+# Single-node Ceph for the facepipe local stack (written by facepipe_tools.stack).
 [global]
 fsid = {c.fsid}
 mon host = v2:{HOST}:{c.mon_port}
@@ -988,7 +989,7 @@ rgw dynamic resharding = false
         if self.state_dir == DEFAULT_STATE_DIR and self.env_file == DEFAULT_ENV_FILE:
             self._say("stop it with `make down`")
         else:
-            self._say(f"stop it with `python -m facepipe.stack down --state-dir {self.state_dir}`")
+            self._say(f"stop it with `python -m facepipe_tools.stack down --state-dir {self.state_dir}`")
 
     def _stray_pids(self) -> list[int]:
         """Ceph daemons started with our ceph.conf that no pid file accounts for (a pid file
@@ -1035,7 +1036,7 @@ def _env_int(name: str) -> int | None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m facepipe.stack",
+        prog="python -m facepipe_tools.stack",
         description="Local stack: single-node Ceph RGW, DynamoDB-compatible server, function runner, notifier, "
         "web tier.",
     )
@@ -1101,7 +1102,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"--- last lines of {err.log}:\n{tail}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("interrupted; `python -m facepipe.stack down` stops what was started", file=sys.stderr)
+        print("interrupted; `python -m facepipe_tools.stack down` stops what was started", file=sys.stderr)
         return 130
     return 0
 

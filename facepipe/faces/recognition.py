@@ -10,8 +10,8 @@ import cv2
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from facepipe.face_encoder import FaceEncoder
-from facepipe.known_faces import KnownFaces
+from facepipe.faces.encoder import FaceEncoder
+from facepipe.faces.known_faces import KnownFaces
 from facepipe.media import Frame
 
 MAX_KEY_FRAMES = 4
@@ -56,7 +56,7 @@ class Recognizer:
     nothing there, it tries once more with one upsampling step, which finds
     faces down to about half the size. Encodings are computed on the decoded
     frame, so small faces still give good encodings; `encoder` names how (see
-    facepipe.face_encoder: the same descriptors either way).
+    facepipe.faces.encoder: the same descriptors either way).
     """
 
     def __init__(self, known: KnownFaces, tolerance: float = 0.6, detect_width: int = 640, encoder: str = "numpy"):

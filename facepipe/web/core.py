@@ -40,16 +40,16 @@ from botocore.exceptions import BotoCoreError, ClientError
 from flask import Flask, Response, jsonify, render_template, request, url_for
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from facepipe import keys
+from facepipe import answers, keys
+from facepipe.answers import AnswerBody, StoredAnswer, Student, Version
 from facepipe.clients import s3_client
-from facepipe.results import Student, parse_csv, parse_error
 from facepipe.settings import Settings
 
 log = logging.getLogger("facepipe.web")
 
 HERE = Path(__file__).resolve().parent
-TEMPLATES = HERE / "web_templates"
-STATIC = HERE / "web_static"
+TEMPLATES = HERE / "templates"
+STATIC = HERE / "static"
 
 #: Web uploads go under this prefix of the input bucket: `web/<id>/<original file name>`.
 WEB_PREFIX = "web/"
@@ -124,7 +124,7 @@ def clean_name(filename: str) -> str:
 
 def display_stem(key: str) -> str:
     """The stem a user knows: `web/<id>/test_0.mp4` -> `test_0`, `a/b/clip.mp4` -> `clip`."""
-    return posixpath.basename(keys.stem(key))
+    return posixpath.basename(answers.stem(key))
 
 
 # ------------------------------------------------------------------------------ settings
@@ -166,13 +166,19 @@ class Answer:
     """What the output bucket says about one input key."""
 
     key: str
-    state: str  # done | error | pending
-    output_key: str | None = None
+    state: str  # done | error
+    stored: StoredAnswer
     people: list[Student] = field(default_factory=list)
     error: dict | None = None
-    picture_key: str | None = None
-    picture_etag: str = ""
-    modified: datetime | None = None
+    picture: StoredAnswer | None = None
+
+    @property
+    def output_key(self) -> str:
+        return self.stored.key
+
+    @property
+    def modified(self) -> datetime:
+        return self.stored.modified
 
 
 @dataclass(frozen=True)
@@ -180,12 +186,12 @@ class Row:
     """One line of the results page: the newest answer for a stem of the output bucket."""
 
     stem: str
-    output_key: str
-    state: str  # done | error
-    modified: datetime
-    etag: str
-    picture_key: str | None
-    picture_etag: str
+    answer: StoredAnswer
+    picture: StoredAnswer | None
+
+    @property
+    def state(self) -> str:
+        return "error" if self.answer.is_error else "done"
 
 
 class ResultStore:
@@ -199,59 +205,37 @@ class ResultStore:
         self.s3 = s3
         self.bucket = bucket
         self._lock = threading.Lock()
-        self._bodies: dict[tuple[str, str], tuple[list[Student], dict | None]] = {}
+        self._bodies: dict[tuple[str, str], AnswerBody] = {}
         self._listing: tuple[float, list[Row]] | None = None
 
-    def _parsed(self, output_key: str, etag: str) -> tuple[list[Student], dict | None]:
-        """(people, error record) of a result or error object; unreadable ones become an error."""
-        ident = (output_key, etag)
+    def read(self, answer: StoredAnswer) -> AnswerBody:
+        """The parsed answer (people, or the error record), cached per key and ETag."""
+        ident = (answer.key, answer.etag)
         with self._lock:
             cached = self._bodies.get(ident)
         if cached is not None:
             return cached
-        text = self.s3.get_object(Bucket=self.bucket, Key=output_key)["Body"].read().decode("utf-8", "replace")
-        parsed: tuple[list[Student], dict | None]
-        try:
-            if output_key.endswith(keys.ERROR_SUFFIX):
-                record = parse_error(text)
-                parsed = [], {"error": str(record.get("error")), "detail": str(record.get("detail") or "")}
-            else:
-                parsed = parse_csv(text), None
-        except ValueError as exc:
-            parsed = [], {"error": "unreadable_result", "detail": str(exc)}
+        body = answers.read(self.s3, self.bucket, answer)
         with self._lock:
             if len(self._bodies) >= self.CACHE_LIMIT:
                 self._bodies.clear()
-            self._bodies[ident] = parsed
-        return parsed
+            self._bodies[ident] = body
+        return body
 
     def lookup(self, key: str) -> Answer | None:
-        """The answer for input `key`, or None while there is none. One LIST of `<stem>.` finds
-        the result, the error record and the picture at once."""
-        base = keys.stem(key)
-        found: dict[str, dict] = {}
-        pages = self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=base + ".")
-        wanted = {keys.result_key(key), keys.error_key(key), keys.picture_key(key)}
-        for page in pages:
-            for obj in page.get("Contents", []):
-                if obj["Key"] in wanted:
-                    found[obj["Key"]] = obj
-        answers = [found[k] for k in (keys.result_key(key), keys.error_key(key)) if k in found]
-        if not answers:
+        """The answer for input `key`, or None while there is none (one LIST, one GET)."""
+        found = answers.find(self.s3, self.bucket, key)
+        newest = found.newest()
+        if newest is None:
             return None
-        newest = max(answers, key=lambda obj: obj["LastModified"])
-        etag = str(newest.get("ETag", "")).strip('"')
-        people, error = self._parsed(newest["Key"], etag)
-        picture = found.get(keys.picture_key(key)) if error is None else None
+        body = self.read(newest)
         return Answer(
             key=key,
-            state="error" if error else "done",
-            output_key=newest["Key"],
-            people=people,
-            error=error,
-            picture_key=picture["Key"] if picture else None,
-            picture_etag=str(picture.get("ETag", "")).strip('"') if picture else "",
-            modified=newest["LastModified"],
+            state="error" if body.error else "done",
+            stored=body.answer,
+            people=body.people,
+            error=body.error,
+            picture=found.picture if body.error is None else None,
         )
 
     def rows(self) -> list[Row]:
@@ -260,44 +244,18 @@ class ResultStore:
         with self._lock:
             if self._listing is not None and now - self._listing[0] < self.LISTING_TTL_S:
                 return self._listing[1]
-        answers: dict[str, dict] = {}
-        pictures: dict[str, dict] = {}
-        for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket):
-            for obj in page.get("Contents", []):
-                name = obj["Key"]
-                if name.endswith(keys.ERROR_SUFFIX):
-                    base = name[: -len(keys.ERROR_SUFFIX)]
-                elif name.endswith(keys.RESULT_SUFFIX):
-                    base = name[: -len(keys.RESULT_SUFFIX)]
-                elif name.endswith(keys.PICTURE_SUFFIX):
-                    pictures[name[: -len(keys.PICTURE_SUFFIX)]] = obj
-                    continue
-                else:
-                    continue
-                if base not in answers or obj["LastModified"] > answers[base]["LastModified"]:
-                    answers[base] = obj
         rows = []
-        for base, obj in answers.items():
-            is_error = obj["Key"].endswith(keys.ERROR_SUFFIX)
-            picture = None if is_error else pictures.get(base)
-            rows.append(
-                Row(
-                    stem=base,
-                    output_key=obj["Key"],
-                    state="error" if is_error else "done",
-                    modified=obj["LastModified"],
-                    etag=str(obj.get("ETag", "")).strip('"'),
-                    picture_key=picture["Key"] if picture else None,
-                    picture_etag=str(picture.get("ETag", "")).strip('"') if picture else "",
-                )
-            )
-        rows.sort(key=lambda row: (row.modified, row.stem), reverse=True)
+        for base, found in answers.index(answers.list_objects(self.s3, self.bucket)).items():
+            newest = found.newest()
+            if newest is not None:
+                rows.append(Row(base, newest, None if newest.is_error else found.picture))
+        rows.sort(key=lambda row: (row.answer.modified, row.stem), reverse=True)
         with self._lock:
             self._listing = (time.monotonic(), rows)
         return rows
 
-    def details(self, row: Row) -> tuple[list[Student], dict | None]:
-        return self._parsed(row.output_key, row.etag)
+    def details(self, row: Row) -> AnswerBody:
+        return self.read(row.answer)
 
 
 # ------------------------------------------------------------------------------ the app
@@ -352,11 +310,11 @@ def create_app(settings: Settings, web: WebSettings | None = None, s3=None) -> F
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["facepipe.web"] = {"settings": settings, "web": web, "store": store, "s3": s3}
 
-    def picture_url(key: str | None, etag: str = "") -> str | None:
-        if key is None:
+    def picture_url(picture: StoredAnswer | None) -> str | None:
+        if picture is None:
             return None
-        url = url_for("picture", key=key)
-        return f"{url}?v={quote(etag[:16])}" if etag else url
+        url = url_for("picture", key=picture.key)
+        return f"{url}?v={quote(picture.etag[:16])}" if picture.etag else url
 
     def answer_json(answer: Answer | None, key: str, name: str, seconds: float | None = None) -> dict:
         body: dict = {
@@ -375,8 +333,8 @@ def create_app(settings: Settings, web: WebSettings | None = None, s3=None) -> F
         if answer is not None:
             body.update(
                 output_key=answer.output_key,
-                picture_key=answer.picture_key,
-                picture_url=picture_url(answer.picture_key, answer.picture_etag),
+                picture_key=answer.picture.key if answer.picture else None,
+                picture_url=picture_url(answer.picture),
                 people=[vars(person) for person in answer.people],
                 error=answer.error,
                 processed_at=_iso(answer.modified),
@@ -510,11 +468,12 @@ def create_app(settings: Settings, web: WebSettings | None = None, s3=None) -> F
             keys.validate_key(key)
         except ValueError as exc:
             return reject(400, str(exc))
-        uploaded: datetime | None = None
+        uploaded: Version | None = None
         answer: Answer | None = None
         try:
             answer = store.lookup(key)
-            uploaded = s3.head_object(Bucket=settings.input_bucket, Key=key)["LastModified"]
+            head = s3.head_object(Bucket=settings.input_bucket, Key=key)
+            uploaded = Version(str(head.get("ETag", "")).strip('"'), head["LastModified"])
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") not in ("404", "NoSuchKey", "NotFound"):
                 return reject(503, "the buckets cannot be read right now; try again")
@@ -523,11 +482,8 @@ def create_app(settings: Settings, web: WebSettings | None = None, s3=None) -> F
             # else: the input is gone; its answer is still worth showing
         except BotoCoreError:
             return reject(503, "the buckets cannot be read right now; try again")
-        if answer is not None and uploaded is not None and answer.modified is not None:
-            # An answer older than the object (to the second, HEAD's resolution) is for an earlier
-            # upload under the same key: the current one is still pending.
-            if answer.modified.replace(microsecond=0) < uploaded.replace(microsecond=0):
-                answer = None
+        if answer is not None and uploaded is not None and not answers.is_current(answer.stored, uploaded):
+            answer = None  # it answers an earlier upload under the same key: this one is pending
         return respond(answer, key, posixpath.basename(key))
 
     def page_view(page: int) -> dict:
@@ -539,7 +495,8 @@ def create_app(settings: Settings, web: WebSettings | None = None, s3=None) -> F
         items = []
         for row in rows[(page - 1) * web.page_size : page * web.page_size]:
             try:
-                people, error = store.details(row)
+                body = store.details(row)
+                people, error = body.people, body.error
             except (BotoCoreError, ClientError) as exc:  # deleted or replaced meanwhile
                 people, error = [], {"error": "unavailable", "detail": str(exc)}
             items.append(
@@ -547,14 +504,14 @@ def create_app(settings: Settings, web: WebSettings | None = None, s3=None) -> F
                     "stem": row.stem,
                     "name": posixpath.basename(row.stem),
                     "folder": posixpath.dirname(row.stem),
-                    "output_key": row.output_key,
+                    "output_key": row.answer.key,
                     "status": "error" if error else "done",
                     "people": [vars(person) for person in people],
                     "error": error,
-                    "picture_key": row.picture_key,
-                    "picture_url": picture_url(row.picture_key, row.picture_etag),
-                    "processed_at": _iso(row.modified),
-                    "processed": row.modified.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
+                    "picture_key": row.picture.key if row.picture else None,
+                    "picture_url": picture_url(row.picture),
+                    "processed_at": _iso(row.answer.modified),
+                    "processed": row.answer.modified.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
                 }
             )
         counts = {
@@ -601,7 +558,7 @@ def create_app(settings: Settings, web: WebSettings | None = None, s3=None) -> F
 
     @app.get("/picture/<path:key>")
     def picture(key: str) -> Response:
-        if not key.endswith(keys.PICTURE_SUFFIX):
+        if not key.endswith(answers.PICTURE_SUFFIX):
             return reject(404, "not a picture")
         try:
             obj = s3.get_object(Bucket=settings.output_bucket, Key=key)

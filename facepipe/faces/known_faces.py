@@ -2,7 +2,7 @@
 
 Three sources are accepted for ``KNOWN_FACES``:
 
-- a JSON file written by ``python -m facepipe.known_faces build`` (the safe format);
+- a JSON file written by ``python -m facepipe.faces.known_faces build`` (the safe format);
 - a folder with one sub-folder of photos per person (encoded at load time);
 - the CSE546 ``encoding`` pickle, read through a restricted unpickler that only
   rebuilds numpy arrays: loading an arbitrary pickle would execute code.
@@ -21,12 +21,13 @@ from pathlib import Path
 import numpy as np
 
 from facepipe.keys import IMAGE_SUFFIXES
+from facepipe.settings import ConfigurationError
 
 ENCODING_SIZE = 128
 JSON_FORMAT = "facepipe-known-faces/1"
 
 
-class KnownFacesError(ValueError):
+class KnownFacesError(ConfigurationError):
     """The known-faces source cannot be used; the message says why."""
 
 

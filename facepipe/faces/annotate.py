@@ -5,7 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from facepipe.recognition import Recognition
+from facepipe.faces.recognition import Recognition
 
 PICTURE_HEIGHT = 360
 MAX_PANELS = 4

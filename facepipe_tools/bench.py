@@ -3,7 +3,7 @@
 One run, on the same machine state:
 
 1. **Compute**: for each distinct clip of CSE546 test_case_1, the time of the function's
-   recognition path (`FaceRecognitionService.recognize_file`: models and known faces loaded
+   recognition path (`FaceRecognitionTask.compute`: models and known faces loaded
    once, a warm-up call excluded) and of the seeds' way, implemented here as a reference
    (`seed_style_recognize`: ffmpeg CLI `-r 1` to JPEG files, known faces loaded per call,
    face_recognition on the full-resolution first frame, nearest match within 0.6). Median
@@ -53,16 +53,16 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from facepipe.checker_core import check
+from facepipe.answers import Student, error_key, parse_csv, result_key
 from facepipe.clients import s3_client
-from facepipe.keys import error_key, result_key
-from facepipe.known_faces import load_known_faces
-from facepipe.mapping import OK, MappingEntry, compare, load_mapping
-from facepipe.results import Student, parse_csv
-from facepipe.settings import REPO_ROOT, Settings, load_settings
-from facepipe.stack import LocalStack, free_port, free_port_range
+from facepipe.faces.known_faces import load_known_faces
+from facepipe.settings import Settings, load_settings
 from facepipe.upload_students import load_students
-from facepipe.workload_core import clear_bucket, collect_media
+from facepipe_tools.checker import check
+from facepipe_tools.mapping import OK, MappingEntry, compare, load_mapping
+from facepipe_tools.paths import cse546_dir
+from facepipe_tools.stack import LocalStack, free_port, free_port_range
+from facepipe_tools.workload import clear_bucket, collect_media
 
 #: Keys of the JSON line that are always present (null when a phase did not run).
 REQUIRED_KEYS = (
@@ -97,9 +97,6 @@ _TRANSFER = TransferConfig(use_threads=False)
 class BenchError(RuntimeError):
     """The benchmark could not run (missing data or program, stack failure, timeout)."""
 
-
-def default_cse546_dir() -> Path:
-    return Path(os.environ.get("CSE546_DIR") or REPO_ROOT.parent / "shared" / "cse546").resolve()
 
 
 # ----------------------------------------------------------------------------- statistics
@@ -183,7 +180,7 @@ def seed_style_recognize(video: Path, known_faces: Path, tolerance: float = SEED
     and encoded on the full-resolution first frame and each is matched to the nearest known
     face within `tolerance`. Distinct names, left to right.
 
-    Known faces go through facepipe.known_faces (the restricted unpickler) instead of the
+    Known faces go through facepipe.faces.known_faces (the restricted unpickler) instead of the
     seeds' bare `pickle.load`: the same file read and parse per call, without running code
     from the file."""
     import face_recognition
@@ -289,17 +286,17 @@ def measure_compute(
     say: Callable[[str], None],
 ) -> list[ClipResult]:
     """Step 1. The two ways alternate clip by clip, so that machine noise hits both alike."""
-    from facepipe.pipeline import FaceRecognitionService
+    from facepipe.faces.task import FaceRecognitionTask
 
-    service = FaceRecognitionService(compute_settings(known_faces))
+    task = FaceRecognitionTask(compute_settings(known_faces))
     say(f"compute: warm-up on {clips[0].name} (not counted)")
-    service.recognize_file(clips[0])
+    task.compute(clips[0])
     seed_style_recognize(clips[0], known_faces)
     results = [ClipResult(path, file_digest(path)) for path in clips]
     for number in range(1, rounds + 1):
         for result in results:
             started, cpu = time.perf_counter(), cpu_seconds()
-            recognition = service.recognize_file(result.path)
+            recognition = task.compute(result.path)
             result.function_s.append(time.perf_counter() - started)
             result.function_cpu_s.append(cpu_seconds() - cpu)
             result.function_people = recognition.people
@@ -952,7 +949,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--cse546",
         type=Path,
-        default=default_cse546_dir(),
+        default=cse546_dir(),
         help="the CSE546 data folder (default: $CSE546_DIR or ../shared/cse546)",
     )
     parser.add_argument(

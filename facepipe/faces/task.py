@@ -1,0 +1,74 @@
+"""The face-recognition function's task: frames -> faces -> known people -> their records.
+
+`compute` samples frames and recognises faces (CPU-bound); `answer` looks the people up in
+the students table and draws the picture; the CSV is `name,major,year`, one row per distinct
+known person in order of first appearance.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from facepipe import metrics
+from facepipe.answers import AnswerBody, render_csv
+from facepipe.faces.annotate import annotated_jpeg
+from facepipe.faces.encoder import ENCODERS
+from facepipe.faces.known_faces import load_known_faces
+from facepipe.faces.recognition import Recognition, Recognizer
+from facepipe.faces.students import StudentDirectory
+from facepipe.function import Computed
+from facepipe.media import sample_frames
+from facepipe.settings import Settings, SettingsError
+
+
+class FaceRecognitionTask:
+    """Models, known faces and the students table: loaded once per process."""
+
+    def __init__(self, settings: Settings, students: StudentDirectory | None = None):
+        settings.require("known_faces", "students_table")
+        if settings.frame_sampling not in ("keyframes", "interval"):
+            raise SettingsError(f"FRAME_SAMPLING must be 'keyframes' or 'interval', not {settings.frame_sampling!r}")
+        if settings.face_encoder not in ENCODERS:
+            raise SettingsError(f"FACE_ENCODER must be one of {', '.join(ENCODERS)}, not {settings.face_encoder!r}")
+        self.settings = settings
+        self.students = students or StudentDirectory(settings)
+        self.recognizer = Recognizer(
+            load_known_faces(settings.known_faces),
+            tolerance=settings.match_tolerance,
+            detect_width=settings.detect_width,
+            encoder=settings.face_encoder,
+        )
+
+    def compute(self, path: Path) -> Recognition:
+        """Frames of a local file, faces, matches (no S3, no DynamoDB)."""
+        frames = sample_frames(
+            path,
+            interval_s=self.settings.frame_interval_s,
+            max_frames=self.settings.max_frames,
+            timeout_s=self.settings.ffmpeg_timeout_s,
+            keyframes_only=self.settings.frame_sampling == "keyframes",
+        )
+        return self.recognizer.recognize(frames)
+
+    def answer(self, recognition: Recognition) -> Computed:
+        t = time.perf_counter()
+        people = self.students.lookup(recognition.people)
+        lookup_s = time.perf_counter() - t
+        metrics.FACES.labels("known").inc(len(recognition.hits) - recognition.unknown_faces)
+        metrics.FACES.labels("unknown").inc(recognition.unknown_faces)
+        return Computed(
+            csv_text=render_csv(people),
+            picture=annotated_jpeg(recognition),
+            details={
+                "people": [vars(person) for person in people],
+                "faces": len(recognition.hits),
+                "unknown_faces": recognition.unknown_faces,
+                "frames": recognition.frames,
+            },
+            timings={"decode": recognition.decode_s, "detect": recognition.detect_s, "lookup": lookup_s},
+        )
+
+    def stored_details(self, body: AnswerBody) -> dict[str, Any]:
+        return {"people": [vars(person) for person in body.people]}

@@ -1,0 +1,1 @@
+"""The notifier: bucket notifications in, function invocations out, and the reconciler."""

@@ -1,0 +1,1 @@
+"""The web tier: POST a file, get the answer; browse every result."""
