@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import boto3
 from botocore.config import Config
+from prometheus_client import Counter
 
 from facepipe.settings import Settings
+
+#: Every request of every S3 client made by `s3_client`, by operation: what a component
+#: really asks of the object store (a retry counts again).
+S3_REQUESTS = Counter("facepipe_s3_requests", "S3 requests sent, by operation", ["operation"])
 
 _RGW_CONFIG = Config(
     s3={"addressing_style": "path"},
@@ -34,7 +39,13 @@ def s3_client(settings: Settings, max_pool_connections: int | None = None):
     config = _RGW_CONFIG
     if max_pool_connections:
         config = config.merge(Config(max_pool_connections=max_pool_connections))
-    return _rgw_client("s3", settings, config)
+    client = _rgw_client("s3", settings, config)
+    client.meta.events.register("before-send.s3", _count_request)
+    return client
+
+
+def _count_request(request, **kwargs) -> None:
+    S3_REQUESTS.labels(kwargs["event_name"].rpartition(".")[2]).inc()
 
 
 def sns_client(settings: Settings):
