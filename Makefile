@@ -5,7 +5,7 @@ STACK := $(PYTHON) -m facepipe_tools.stack
 STACK_ARGS := $(if $(KNOWN_FACES),--known-faces "$(KNOWN_FACES)") \
               $(if $(STUDENT_DATA),--student-data "$(STUDENT_DATA)")
 
-.PHONY: all install up down status lint test demo bench chaos
+.PHONY: all install up down status lint test test-fast demo bench chaos
 
 all: test
 
@@ -24,9 +24,15 @@ status:
 lint: install
 	$(PYTHON) -m ruff check .
 
+# Everything: lint, unit, deployment and integration tests (real Ceph RGW, about 10 minutes).
 test: install
 	$(PYTHON) -m ruff check .
 	$(PYTHON) -m pytest -p no:cacheprovider
+
+# The quick loop: lint, unit and deployment tests, no stack (about 2 minutes).
+test-fast: install
+	$(PYTHON) -m ruff check .
+	$(PYTHON) -m pytest -p no:cacheprovider tests/unit tests/deploy
 
 demo: install
 	$(STACK) up --known-faces data/known_faces.json --student-data data/student_data.json

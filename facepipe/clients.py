@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import boto3
 from botocore.config import Config
+from botocore.exceptions import ClientError
 from prometheus_client import Counter
 
 from facepipe.settings import Settings
 
-#: Every request of every S3 client made by `s3_client`, by operation: what a component
-#: really asks of the object store (a retry counts again).
-S3_REQUESTS = Counter("facepipe_s3_requests", "S3 requests sent, by operation", ["operation"])
+#: Every request of every S3 client made by `s3_client`, by the part of the component that
+#: made it and the operation: what a component really asks of the object store (a retry
+#: counts again).
+S3_REQUESTS = Counter("facepipe_s3_requests", "S3 requests sent, by caller and operation", ["caller", "operation"])
 
 _RGW_CONFIG = Config(
     s3={"addressing_style": "path"},
@@ -33,19 +35,26 @@ def _rgw_client(service: str, settings: Settings, config: Config):
     )
 
 
-def s3_client(settings: Settings, max_pool_connections: int | None = None):
+def s3_client(settings: Settings, max_pool_connections: int | None = None, caller: str = "other"):
     """S3 client for the Ceph RGW endpoint; `max_pool_connections` for callers with many
-    threads sharing the client (botocore keeps 10 connections by default)."""
+    threads sharing the client (botocore keeps 10 connections by default); `caller` labels
+    its requests in `facepipe_s3_requests_total`."""
     config = _RGW_CONFIG
     if max_pool_connections:
         config = config.merge(Config(max_pool_connections=max_pool_connections))
     client = _rgw_client("s3", settings, config)
-    client.meta.events.register("before-send.s3", _count_request)
+
+    def count(event_name: str, **kwargs) -> None:
+        S3_REQUESTS.labels(caller, event_name.rpartition(".")[2]).inc()
+
+    client.meta.events.register("before-send.s3", count)
     return client
 
 
-def _count_request(request, **kwargs) -> None:
-    S3_REQUESTS.labels(kwargs["event_name"].rpartition(".")[2]).inc()
+def is_missing(exc: ClientError) -> bool:
+    """True when S3 answered that the object (or bucket) does not exist."""
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    return status == 404 or exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound")
 
 
 def sns_client(settings: Settings):

@@ -30,7 +30,7 @@ from botocore.exceptions import ClientError
 
 from facepipe import answers, logs, metrics
 from facepipe.answers import AnswerBody, Answers, Version
-from facepipe.clients import s3_client
+from facepipe.clients import is_missing, s3_client
 from facepipe.events import BadRequest
 from facepipe.keys import validate_key
 from facepipe.media import MediaError
@@ -95,10 +95,6 @@ class Outcome:
         return body
 
 
-def _is_missing(exc: ClientError) -> bool:
-    return exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound")
-
-
 class ObjectFunction:
     """Fetch -> compute -> write for one input bucket; create once per process."""
 
@@ -106,7 +102,7 @@ class ObjectFunction:
         settings.require("input_bucket", "output_bucket")
         self.settings = settings
         self.task = task
-        self.s3 = s3 or s3_client(settings)
+        self.s3 = s3 or s3_client(settings, caller="function")
         # The task is CPU-bound: one at a time per process, while other requests' downloads,
         # lookups and uploads proceed (replicas or worker processes give parallelism).
         self._compute_lock = threading.Lock()
@@ -118,7 +114,7 @@ class ObjectFunction:
         try:
             return self.s3.get_object(Bucket=bucket, Key=key)
         except ClientError as exc:
-            if _is_missing(exc):
+            if is_missing(exc):
                 raise NotFound(f"object {key!r} does not exist in bucket {bucket!r}") from None
             raise
 
@@ -130,7 +126,7 @@ class ObjectFunction:
             try:
                 body = answers.read(self.s3, self.settings.output_bucket, answer)
             except ClientError as exc:
-                if _is_missing(exc):
+                if is_missing(exc):
                     continue
                 raise
             if not answers.is_current(body.answer, Version(etag)) or body.unreadable:

@@ -1,8 +1,9 @@
 """Settings from the environment, a `.env` file and OpenFaaS secrets.
 
 Order of precedence for every setting: an OpenFaaS secret file (only for the
-credentials and the token), then the process environment, then `.env` at the
-repository root (or the file named by ``FACEPIPE_ENV_FILE``), then the default.
+credentials and the token), then the process environment, then the file named by
+``FACEPIPE_ENV_FILE`` or else the nearest `.env` in the current folder or above it
+(the checkout's, when a command runs in it; none in an image), then the default.
 """
 
 from __future__ import annotations
@@ -11,9 +12,8 @@ import os
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from dotenv import load_dotenv
+from dotenv import find_dotenv, load_dotenv
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SECRETS_DIR = "/var/openfaas/secrets"
 
 #: Settings that may come from a mounted secret, with the secret's file name.
@@ -108,7 +108,7 @@ def _convert(raw: str, default: object, name: str) -> object:
 
 def load_settings(env_file: str | os.PathLike | None = None) -> Settings:
     """Build Settings from secrets, the environment and `.env`."""
-    env_path = Path(env_file or os.environ.get("FACEPIPE_ENV_FILE") or REPO_ROOT / ".env")
+    env_path = Path(env_file or os.environ.get("FACEPIPE_ENV_FILE") or find_dotenv(usecwd=True) or ".env")
     if env_path.is_file():
         load_dotenv(env_path, override=False)
     secrets_dir = Path(os.environ.get("SECRETS_DIR", DEFAULT_SECRETS_DIR))

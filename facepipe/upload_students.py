@@ -5,17 +5,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
+from boto3.dynamodb.table import BatchWriter
 from botocore.exceptions import BotoCoreError, ClientError, WaiterError
 
 from facepipe.clients import dynamodb_client
-from facepipe.settings import REPO_ROOT, Settings, SettingsError, load_settings
+from facepipe.settings import Settings, SettingsError, load_settings
 
-DEFAULT_FILE = REPO_ROOT / "data" / "student_data.json"
-BATCH_SIZE = 25
-MAX_BATCH_ROUNDS = 8
+DEFAULT_FILE = Path("data") / "student_data.json"
 
 
 class DataError(ValueError):
@@ -98,18 +96,15 @@ def _item(student: dict) -> dict:
     }
 
 
-def write_students(client, table: str, students: list[dict], pause_s: float = 0.2) -> int:
-    """Batch-write every student (an existing item with the same name is replaced); returns the count."""
-    for start in range(0, len(students), BATCH_SIZE):
-        requests = [{"PutRequest": {"Item": _item(s)}} for s in students[start : start + BATCH_SIZE]]
-        pending = {table: requests}
-        for round_no in range(MAX_BATCH_ROUNDS):
-            pending = client.batch_write_item(RequestItems=pending).get("UnprocessedItems") or {}
-            if not pending:
-                break
-            time.sleep(pause_s * 2**round_no)
-        if pending:
-            raise RuntimeError(f"DynamoDB left {len(pending[table])} item(s) unprocessed after retries")
+def write_students(client, table: str, students: list[dict]) -> int:
+    """Write every student (an existing item with the same name is replaced); returns the count.
+
+    boto3's batch writer, the one the resource API's `Table.batch_writer()` returns, here on
+    the low-level client that `dynamodb_client` configured: 25 items per request, and the
+    items DynamoDB leaves unprocessed go out again with the next request."""
+    with BatchWriter(table, client) as batch:
+        for student in students:
+            batch.put_item(Item=_item(student))
     return len(students)
 
 
@@ -134,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     except (DataError, SettingsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except (BotoCoreError, ClientError, WaiterError, RuntimeError) as exc:
+    except (BotoCoreError, ClientError, WaiterError) as exc:
         endpoint = (settings and settings.dynamodb_endpoint_url) or "AWS"
         print(f"error: DynamoDB at {endpoint}: {exc}", file=sys.stderr)
         return 1

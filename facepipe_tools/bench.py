@@ -29,7 +29,6 @@ import contextlib
 import dataclasses
 import hashlib
 import json
-import math
 import mimetypes
 import os
 import resource
@@ -40,28 +39,33 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+import psutil
+import requests
 from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import ClientError
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from facepipe import answers
 from facepipe.answers import Student, error_key, parse_csv, result_key
 from facepipe.clients import s3_client
 from facepipe.faces.known_faces import load_known_faces
 from facepipe.settings import Settings, load_settings
 from facepipe.upload_students import load_students
+from facepipe_tools import metrics_client
 from facepipe_tools.checker import check
 from facepipe_tools.mapping import OK, MappingEntry, compare, load_mapping
 from facepipe_tools.paths import cse546_dir
+from facepipe_tools.polling import wait_for
 from facepipe_tools.stack import LocalStack, free_port, free_port_range
+from facepipe_tools.stats import percentile
 from facepipe_tools.workload import clear_bucket, collect_media
 
 #: Keys of the JSON line that are always present (null when a phase did not run).
@@ -90,7 +94,6 @@ IDLE_POLL_S = 0.01
 #: listing's LastModified (milliseconds), so a slow poll only delays noticing the end, and
 #: keeps the bench's own load on RGW small.
 RESULTS_POLL_S = 1.0
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 _TRANSFER = TransferConfig(use_threads=False)
 
 
@@ -112,14 +115,6 @@ def mean(values: list[float]) -> float:
     if not values:
         raise ValueError("mean of no values")
     return float(statistics.fmean(values))
-
-
-def percentile(values: list[float], fraction: float) -> float:
-    """Nearest-rank percentile (`fraction` in 0..1) of a non-empty list."""
-    if not values:
-        raise ValueError("percentile of no values")
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(fraction * len(ordered)) - 1)]
 
 
 def ratio(numerator: float | None, denominator: float | None) -> float | None:
@@ -252,16 +247,15 @@ def one_cpu(enabled: bool = True) -> Iterator[int | None]:
         return
     allowed = os.sched_getaffinity(0)
     chosen = max(allowed)
-    threads = [int(tid) for tid in os.listdir("/proc/self/task")]
-    for tid in threads:
+    for thread in psutil.Process().threads():
         with contextlib.suppress(OSError):
-            os.sched_setaffinity(tid, {chosen})
+            os.sched_setaffinity(thread.id, {chosen})
     try:
         yield chosen
     finally:
-        for tid in os.listdir("/proc/self/task"):
+        for thread in psutil.Process().threads():
             with contextlib.suppress(OSError):
-                os.sched_setaffinity(int(tid), allowed)
+                os.sched_setaffinity(thread.id, allowed)
 
 
 def cpu_seconds() -> float:
@@ -341,28 +335,19 @@ class WorkerMetrics:
         return WorkerMetrics(self.videos - other.videos, self.video_s - other.video_s, self.compute_s - other.compute_s)
 
 
-def parse_worker_metrics(text: str) -> WorkerMetrics:
-    """The function's Prometheus text: videos, seconds per video, decode + detect seconds."""
-    found = WorkerMetrics()
-    for line in text.splitlines():
-        if line.startswith("#") or " " not in line:
-            continue
-        name, _, value = line.rpartition(" ")
-        try:
-            number = float(value)
-        except ValueError:
-            continue
-        if name == "facerec_video_seconds_count":
-            found.videos += number
-        elif name == "facerec_video_seconds_sum":
-            found.video_s += number
-        elif name in ('facerec_stage_seconds_sum{stage="decode"}', 'facerec_stage_seconds_sum{stage="detect"}'):
-            found.compute_s += number
-    return found
+def worker_metrics(samples: metrics_client.Samples) -> WorkerMetrics:
+    """One worker's counts: videos, seconds per video, decode + detect seconds."""
+    return WorkerMetrics(
+        videos=samples.value("facerec_video_seconds_count"),
+        video_s=samples.value("facerec_video_seconds_sum"),
+        compute_s=samples.value("facerec_stage_seconds_sum", stage="decode")
+        + samples.value("facerec_stage_seconds_sum", stage="detect"),
+    )
 
 
 def peak_rss_mb(pid: int) -> float | None:
-    """VmHWM (peak resident set size) of a process in MiB, None when it is gone."""
+    """VmHWM (peak resident set size) of a process in MiB, None when it is gone. Read from
+    /proc because psutil gives only the current RSS on Linux, not the peak."""
     try:
         status = Path(f"/proc/{pid}/status").read_text()
     except OSError:
@@ -373,25 +358,19 @@ def peak_rss_mb(pid: int) -> float | None:
     return None
 
 
-def _http_get(url: str, timeout: float = 5.0) -> str:
-    with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - loopback URL we built
-        return response.read().decode()
-
-
 def process_cpu_s(pid: int) -> float | None:
     """User + system CPU seconds of a process so far, None when it is gone."""
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
+        times = psutil.Process(pid).cpu_times()
+    except psutil.Error:
         return None
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    return times.user + times.system
 
 
 def machine_busy_cpu_s() -> float:
-    """CPU seconds all cores have spent not idle since boot (/proc/stat)."""
-    ticks = [int(value) for value in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    idle, iowait = ticks[3], ticks[4]
-    return (sum(ticks[:8]) - idle - iowait) / CLOCK_TICKS
+    """CPU seconds all cores have spent not idle (nor waiting for I/O) since boot."""
+    times = psutil.cpu_times()  # guest time is already part of user time
+    return times.user + times.nice + times.system + times.irq + times.softirq + times.steal
 
 
 @dataclass
@@ -498,20 +477,23 @@ class BenchStack:
     # -- state
 
     def backlog(self) -> int | None:
+        url = f"http://127.0.0.1:{self.stack.config.notifier_port}/healthz"
         try:
-            return int(json.loads(_http_get(f"http://127.0.0.1:{self.stack.config.notifier_port}/healthz"))["backlog"])
-        except (OSError, ValueError, KeyError):
+            return int(requests.get(url, timeout=5).json()["backlog"])
+        except (requests.RequestException, ValueError, KeyError):
             return None
 
     def wait_idle(self, timeout_s: float = 120.0) -> None:
-        """Until the notifier has nothing queued or running (twice in a row, 50 ms apart)."""
-        deadline = time.monotonic() + timeout_s
+        """Until the notifier has nothing queued or running (twice in a row)."""
         quiet = 0
-        while quiet < 2:
-            if time.monotonic() > deadline:
-                raise BenchError(f"the notifier was still busy after {timeout_s:.0f} s")
+
+        def idle_twice() -> bool:
+            nonlocal quiet
             quiet = quiet + 1 if self.backlog() == 0 else 0
-            time.sleep(0.05)
+            return quiet >= 2
+
+        if not wait_for(idle_twice, timeout_s, interval_s=0.05):
+            raise BenchError(f"the notifier was still busy after {timeout_s:.0f} s")
 
     def clear(self) -> None:
         """Empty both buckets (input first, so that the reconciler has nothing to redo)."""
@@ -526,7 +508,7 @@ class BenchStack:
         total = WorkerMetrics()
         base = self.stack.config.worker_base_port
         for port in range(base, base + self.workers):
-            one = parse_worker_metrics(_http_get(f"http://127.0.0.1:{port}/metrics"))
+            one = worker_metrics(metrics_client.fetch(f"http://127.0.0.1:{port}/metrics"))
             total = WorkerMetrics(
                 total.videos + one.videos, total.video_s + one.video_s, total.compute_s + one.compute_s
             )
@@ -565,11 +547,7 @@ class BenchStack:
             return list(pool.map(one, files))
 
     def list_output(self) -> dict[str, dict]:
-        objects = {}
-        for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.settings.output_bucket):
-            for obj in page.get("Contents", []):
-                objects[obj["Key"]] = obj
-        return objects
+        return {obj["Key"]: obj for obj in answers.list_objects(self.s3, self.settings.output_bucket)}
 
     def wait_answers(self, keys: list[str], timeout_s: float) -> dict[str, Answer]:
         """Poll the output listing until every key has a CSV or an error record."""
@@ -577,11 +555,11 @@ class BenchStack:
         for key in keys:
             wanted[result_key(key)] = (key, False)
             wanted[error_key(key)] = (key, True)
-        answers: dict[str, Answer] = {}
+        answered: dict[str, Answer] = {}
         deadline = time.monotonic() + timeout_s
-        while len(answers) < len(keys):
+        while len(answered) < len(keys):
             if time.monotonic() > deadline:
-                missing = sorted(set(keys) - set(answers))
+                missing = sorted(set(keys) - set(answered))
                 raise BenchError(
                     f"{len(missing)} of {len(keys)} videos had no result after {timeout_s:.0f} s, e.g. {missing[0]!r}"
                 )
@@ -590,10 +568,10 @@ class BenchStack:
             for output_key, obj in listing.items():
                 if output_key in wanted:
                     key, is_error = wanted[output_key]
-                    if key not in answers:
-                        answers[key] = Answer(output_key, is_error, now, obj["LastModified"])
+                    if key not in answered:
+                        answered[key] = Answer(output_key, is_error, now, obj["LastModified"])
             time.sleep(RESULTS_POLL_S)
-        return answers
+        return answered
 
     def run_end_to_end(
         self,
@@ -607,17 +585,17 @@ class BenchStack:
         before = self.worker_metrics()
         cpu_before = self.cpu_snapshot()
         uploads = self.upload(files)
-        answers = self.wait_answers([u.key for u in uploads], timeout_s)
+        answered = self.wait_answers([u.key for u in uploads], timeout_s)
         self.wait_idle()
         cpu_after = self.cpu_snapshot()
         function = self.worker_metrics().minus(before)
 
         # Listings give LastModified in milliseconds (HEAD only in whole seconds): use it when
         # it has sub-second digits, else the time the polling loop first saw the answer.
-        precise = any(answer.last_modified.microsecond for answer in answers.values())
+        precise = any(answer.last_modified.microsecond for answer in answered.values())
         source = "LastModified" if precise else f"listing poll ({RESULTS_POLL_S * 1000:.0f} ms)"
         done_at = {}
-        for key, answer in answers.items():
+        for key, answer in answered.items():
             done_at[key] = answer.last_modified.timestamp() if precise else answer.seen_at
         latencies = [done_at[u.key] - u.done for u in uploads]
         wall = max(done_at.values()) - min(u.started for u in uploads)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import statistics
 import sys
 import time
@@ -22,6 +21,7 @@ from facepipe.answers import AnswerBody, Answers, StoredAnswer, Version
 from facepipe.clients import s3_client
 from facepipe.settings import Settings, SettingsError, load_settings
 from facepipe_tools.mapping import ERROR, MISSING, OK, WRONG, MappingEntry, compare, describe_students, load_mapping
+from facepipe_tools.stats import percentile
 
 STATUS_STYLE = {OK: "green", WRONG: "bold red", MISSING: "yellow", ERROR: "magenta"}
 
@@ -137,11 +137,6 @@ def check(
         time.sleep(max(0.0, min(poll_s, left)))
 
 
-def _percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(fraction * len(ordered)) - 1)]
-
-
 def summarize(rows: list[Row], waited_s: float | None = None) -> dict:
     counts = {status: sum(row.status == status for row in rows) for status in (OK, WRONG, MISSING, ERROR)}
     latencies = [row.latency_s for row in rows if row.latency_s is not None]
@@ -161,7 +156,7 @@ def summarize(rows: list[Row], waited_s: float | None = None) -> dict:
             "min": min(latencies),
             "median": statistics.median(latencies),
             "mean": round(statistics.fmean(latencies), 3),
-            "p95": _percentile(latencies, 0.95),
+            "p95": round(percentile(latencies, 0.95), 3),
             "max": max(latencies),
         }
         if latencies

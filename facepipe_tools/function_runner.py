@@ -15,7 +15,6 @@ worker could not remove goes then, as a container's files go with the container.
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import queue
 import shutil
@@ -31,11 +30,12 @@ import requests
 from flask import Flask, Response, request
 from waitress import serve
 
+from facepipe import logs
 from facepipe.settings import load_settings
 from facepipe_tools.paths import REPO_ROOT
 
 FUNCTION_DIR = REPO_ROOT / "functions" / "face-recognition"
-log = logging.getLogger("facepipe.runner")
+log = logs.get("facepipe.runner")
 MAX_FAILED_STARTS = 3
 
 
@@ -60,7 +60,7 @@ class Worker:
         self.ready = False
         self.generation += 1
         self.process = subprocess.Popen([sys.executable, "index.py"], cwd=FUNCTION_DIR, env=env)
-        log.info("worker %d started (pid %d, port %d)", self.number, self.process.pid, self.port)
+        log.info("worker started", worker=self.number, pid=self.process.pid, port=self.port)
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
@@ -82,7 +82,7 @@ class Worker:
             return False
         self.ready = response.ok
         if response.status_code == 503 and response.text.startswith("not ready:"):
-            log.error("worker %d %s", self.number, response.text.strip())
+            log.error("worker not ready", worker=self.number, detail=response.text.strip())
             self.kill()
         return self.ready
 
@@ -115,11 +115,16 @@ class Gateway:
                     if worker in pending:
                         failed_starts[worker] += 1
                     if failed_starts[worker] >= MAX_FAILED_STARTS:
-                        log.error("worker %d cannot start (see its output above); stopping", worker.number)
+                        log.error(
+                            "worker cannot start; stopping",
+                            worker=worker.number, attempts=failed_starts[worker], detail="see its output above",
+                        )  # fmt: skip
                         self.failed = True
                         os.kill(os.getpid(), signal.SIGTERM)
                         return
-                    log.warning("worker %d exited with %s; starting it again", worker.number, worker.process.returncode)
+                    log.warning(
+                        "worker exited; starting it again", worker=worker.number, exit_code=worker.process.returncode
+                    )
                     worker.start()
                     pending.add(worker)
             for worker in list(pending):
@@ -128,7 +133,7 @@ class Gateway:
                     failed_starts[worker] = 0
                     for _ in range(self.inflight):
                         self.idle.put((worker, worker.generation))
-                    log.info("worker %d ready", worker.number)
+                    log.info("worker ready", worker=worker.number)
             self.stopping.wait(0.2)
 
     @property
@@ -169,11 +174,13 @@ class Gateway:
                 timeout=self.timeout_s,
             )
         except requests.Timeout:
-            log.error("worker %d did not answer within %g s: killing it", worker.number, self.timeout_s)
+            log.error("worker did not answer in time; killing it", worker=worker.number, seconds=self.timeout_s)
             worker.kill()
             return Response(f"function timed out after {self.timeout_s:g} s\n", status=504)
         except requests.RequestException as exc:
-            log.warning("worker %d failed during a request: %s", worker.number, exc)
+            log.warning(
+                "worker failed during a request", worker=worker.number, error=type(exc).__name__, detail=str(exc)
+            )
             self._release(worker, generation)
             return Response(f"function worker failed: {type(exc).__name__}\n", status=502)
         self._release(worker, generation)
@@ -228,8 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--worker-base-port", type=int, default=0, help="first worker port (default: --port + 1)")
     parser.add_argument("--inflight", type=int, default=2, help="requests each worker holds at once (default 2)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    logging.getLogger("waitress.queue").setLevel(logging.ERROR)
+    logs.setup()
     settings = load_settings()
     base = args.worker_base_port or args.port + 1
     workers = [Worker(n, base + n) for n in range(max(1, args.workers))]
@@ -242,8 +248,10 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, shutdown)
     signal.signal(signal.SIGINT, shutdown)
-    log.info("gateway on http://%s:%d/function/%s with %d workers", args.host, args.port,
-             settings.function_name, len(workers))  # fmt: skip
+    log.info(
+        "gateway listening",
+        url=f"http://{args.host}:{args.port}/function/{settings.function_name}", workers=len(workers),
+    )  # fmt: skip
     serve(create_app(gateway), host=args.host, port=args.port, threads=max(8, 4 * len(workers)), ident="gateway")
     return 1 if gateway.failed else 0
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import mimetypes
 import posixpath
 import sys
@@ -36,6 +35,7 @@ from facepipe.keys import is_media_name
 from facepipe.settings import Settings, SettingsError, load_settings
 from facepipe_tools.mapping import OK, MappingEntry, compare, describe_students, load_mapping
 from facepipe_tools.paths import REPO_ROOT
+from facepipe_tools.stats import percentile
 
 SAMPLE_DIR = REPO_ROOT / "build" / "sample"
 DELETE_BATCH = 1000
@@ -231,12 +231,6 @@ class HttpOutcome:
 def expected_stem(path: Path) -> str:
     """The stem the web tier answers with for a file (`clip.mp4` -> `clip`)."""
     return posixpath.basename(stem(path.name))
-
-
-def percentile(values: list[float], fraction: float) -> float:
-    """Nearest-rank percentile (`fraction` in 0..1) of a non-empty list."""
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(fraction * len(ordered)) - 1)]
 
 
 def judge(outcome: HttpOutcome, mapping: dict[str, MappingEntry] | None) -> HttpOutcome:

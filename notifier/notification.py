@@ -1,8 +1,8 @@
-"""The notifier: `setup`, `disable` or `serve` (see facepipe/notifier/core.py)."""
+"""The notifier: `setup`, `disable` or `serve` (see facepipe/notifier/cli.py)."""
 
 import sys
 
-from facepipe.notifier.core import main
+from facepipe.notifier.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

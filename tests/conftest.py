@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
+import boto3
 import pytest
+from moto import mock_aws
 
 from facepipe_tools.mapping import parse_mapping
 from facepipe_tools.paths import cse546_dir
 from facepipe_tools.sample import build_sample
+from tests.aws import moto_server
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DATA_DIR = REPO_ROOT / "data"
@@ -38,3 +42,20 @@ def cse546() -> Path:
     if not (folder / "mapping").is_file():
         pytest.skip(f"CSE546 reference data not found at {folder} (set CSE546_DIR to its folder)")
     return folder
+
+
+@pytest.fixture
+def s3():
+    """moto S3 in-process with the buckets `input` and `output`."""
+    with mock_aws():
+        client = boto3.client("s3", region_name="us-east-1")
+        client.create_bucket(Bucket="input")
+        client.create_bucket(Bucket="output")
+        yield client
+
+
+@pytest.fixture(scope="module")
+def moto_endpoint() -> Iterator[str]:
+    """A moto server over real HTTP for one test module (S3, DynamoDB, ...)."""
+    with moto_server() as url:
+        yield url

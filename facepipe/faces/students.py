@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 
+from facepipe import logs
 from facepipe.answers import Student
 from facepipe.clients import dynamodb_client
 from facepipe.settings import Settings
 
-log = logging.getLogger(__name__)
+log = logs.get("facepipe.students")
 
 
 class StudentDirectory:
@@ -48,7 +48,7 @@ class StudentDirectory:
         for name in names:
             student = self.get(name)
             if student is None:
-                log.warning("no student record for recognised person %r in table %s", name, self.table)
+                log.warning("no student record", person=name, table=self.table)
                 student = Student(name)
             rows.append(student)
         return rows

@@ -1,1 +1,22 @@
-"""The web tier: POST a file, get the answer; browse every result."""
+"""The web tier: POST a picture or video, get back who is in it; browse every result.
+
+    POST /                 multipart field `inputFile`: stores the file in the input bucket under
+                           `web/<random id>/<file name>`, waits until the pipeline (bucket
+                           notification -> notifier -> function) has written the result or the
+                           error record, and answers `<file stem>:<name>[,<name>...]` as plain
+                           text, or the whole result as JSON (`Accept: application/json`).
+    GET  /result/<key>     the same answer for an input key (e.g. after a 202 timeout answer)
+    GET  /results          every processed video, newest first, with its picture, refreshing
+    GET  /results.json     the same as JSON; /results/rows the table body the page refreshes with
+    GET  /picture/<key>    a `<stem>.jpg` picture from the output bucket
+    GET  /healthz          liveness
+
+The web tier never calls the function: it only writes to the input bucket and reads the
+output bucket, so a web upload goes through exactly the path every other upload takes.
+Every upload gets its own key, so concurrent users sending files with the same name never
+see each other's answers, and a stale result of an older upload is never taken for a new one.
+
+Modules: `app` (the `create_app` factory), one Blueprint each in `upload`, `results` and
+`pictures`; `services` (what the views share), `responses` (answers in text or JSON),
+`store` (the output bucket), `media_types` (what an uploaded file is), `settings`, `cli`.
+"""

@@ -126,3 +126,64 @@ def test_notifier_image_copies_what_it_runs() -> None:
     assert ignore[0] == "*" and all(f"!{s}" in ignore for s in sources), "allow-list exactly what is copied"
     assert final.all("ENTRYPOINT")[-1].args == '["python"]'
     assert "8090" in final.all("CMD")[-1].args
+
+
+def _function_context(into: Path) -> None:
+    """What `faas-cli build` sends: the handler folder, plus stack.yml's `configuration.copy`."""
+    shutil.copytree(FUNCTION_DIR, into, ignore=shutil.ignore_patterns("__pycache__"))
+    for source in deploylib.load_stack()["configuration"]["copy"]:
+        shutil.copytree(REPO / source, into / Path(source).name, ignore=shutil.ignore_patterns("__pycache__"))
+
+
+def _notifier_context(into: Path) -> None:
+    """The repository root filtered by notifier/Dockerfile.dockerignore (an allow-list)."""
+    allowed = [
+        line[1:].strip().rstrip("/")
+        for line in (NOTIFIER_DOCKERFILE.parent / "Dockerfile.dockerignore").read_text().splitlines()
+        if line.startswith("!")
+    ]
+    for name in allowed:
+        source, target = REPO / name, into / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if source.is_dir():
+            shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(source, target)
+
+
+# Imports every module of a build context from that context alone, with the tooling package
+# unimportable; prints the module names.
+_IMPORT_ALL = """
+import importlib, pathlib, sys
+context = pathlib.Path(sys.argv[1])
+sys.meta_path[:] = [f for f in sys.meta_path if "editable" not in type(f).__name__.lower()]
+sys.modules["facepipe_tools"] = None
+sys.path.insert(0, str(context))
+names = sorted(
+    ".".join(path.relative_to(context).with_suffix("").parts).removesuffix(".__init__")
+    for path in (context / "facepipe").rglob("*.py")
+)
+for name in names:
+    module = importlib.import_module(name)
+    assert module.__file__.startswith(str(context)), (name, module.__file__)
+print("\\n".join(names))
+"""
+
+
+@pytest.mark.parametrize("image", ["function", "notifier"])
+def test_each_image_context_holds_only_runtime_code(image: str, tmp_path: Path) -> None:
+    """The build context of each image has the runtime package and nothing of the tooling,
+    and every runtime module imports from it alone (the tooling made unimportable)."""
+    context = tmp_path / "context"
+    (_function_context if image == "function" else _notifier_context)(context)
+    python_files = {path.relative_to(context).parts[0] for path in context.rglob("*.py")}
+    assert "facepipe_tools" not in python_files and "tests" not in python_files
+    done = subprocess.run(
+        [sys.executable, "-c", _IMPORT_ALL, str(context)], cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    modules = done.stdout.split()
+    assert {"facepipe.function", "facepipe.answers", "facepipe.faces.task", "facepipe.notifier"} <= set(modules)
+    assert not [name for name in modules if name.startswith("facepipe_tools")]
+    if image == "function":
+        assert (context / "handler.py").is_file() and (context / "index.py").is_file()

@@ -23,10 +23,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import boto3
@@ -38,29 +36,13 @@ from deploylib import FUNCTION_DIR, FUNCTION_DOCKERFILE, REPO
 from facepipe.settings import DEFAULT_SECRETS_DIR, SECRET_NAMES
 from facepipe.upload_students import ensure_table, load_students, write_students
 from facepipe_tools.cluster import KNOWN_FACES_KEY
+from facepipe_tools.polling import wait_for
+from facepipe_tools.stack import free_port
 
 INPUT = "facepipe-input"
 OUTPUT = "facepipe-output"
 # Fake credentials for the local moto server only.
 FAKE_KEY = "facepipe-test-key"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def moto_endpoint():
-    moto_server = pytest.importorskip("moto.server")
-    port = _free_port()
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.stop()
 
 
 def _container_layout(tmp: Path) -> tuple[Path, dict[str, str], list[str]]:
@@ -148,17 +130,16 @@ def _prepare_storage(endpoint: str) -> None:
 
 
 def _wait_until_up(url: str, process: subprocess.Popen, log: Path) -> None:
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
+    def up() -> bool:
         if process.poll() is not None:
             pytest.fail(f"the function exited with {process.returncode}:\n{log.read_text()[-3000:]}")
         try:
-            if requests.get(url, timeout=1).status_code == 200:
-                return
+            return requests.get(url, timeout=1).status_code == 200
         except requests.ConnectionError:
-            pass
-        time.sleep(0.2)
-    pytest.fail(f"the function did not answer within 90 s:\n{log.read_text()[-3000:]}")
+            return False
+
+    if not wait_for(up, timeout_s=90):
+        pytest.fail(f"the function did not answer within 90 s:\n{log.read_text()[-3000:]}")
 
 
 def test_function_runs_as_in_its_container_and_answers(tmp_path: Path, moto_endpoint: str) -> None:
@@ -176,7 +157,7 @@ def test_function_runs_as_in_its_container_and_answers(tmp_path: Path, moto_endp
     env["S3_ENDPOINT_URL"] = moto_endpoint
     env["DYNAMODB_ENDPOINT_URL"] = moto_endpoint
     env["FACEPIPE_ENV_FILE"] = str(tmp_path / "no.env")  # no .env from the repository
-    port = _free_port()
+    port = free_port()
     env["PORT"] = str(port)
     upstream = env["upstream_url"].replace(":5000", f":{port}")
     assert env["upstream_url"] == "http://127.0.0.1:5000" and argv == ["python", "index.py"]

@@ -117,8 +117,8 @@ def test_environment_holds_settings_and_watchdog_timeouts(stack: dict) -> None:
     image_env = deploylib.dockerfile_env(stages[-1])
     for key, seconds in timeouts.items():
         assert deploylib.go_duration_seconds(image_env[key]) == seconds
-    docs = (REPO / "README.md").read_text()
-    assert "gateway.upstreamTimeout=2m" in docs
+    docs = "\n".join(path.read_text() for path in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))])
+    assert "gateway.upstreamTimeout=2m" in docs, "the deployment docs must set the gateway's timeout"
 
 
 def test_secrets_and_known_faces(stack: dict) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import re
 import subprocess
 from dataclasses import replace
 from pathlib import Path
@@ -15,7 +14,6 @@ import pytest
 from botocore.exceptions import ClientError
 
 from facepipe.clients import s3_client
-from facepipe.settings import REPO_ROOT
 from facepipe_tools.chaos import (
     BadInputContext,
     CaseResult,
@@ -28,6 +26,7 @@ from facepipe_tools.chaos import (
     prepare_bad_inputs,
     run_bad_inputs,
 )
+from facepipe_tools.paths import REPO_ROOT
 from facepipe_tools.sample import photo
 
 pytestmark = pytest.mark.integration
@@ -92,11 +91,9 @@ def test_bad_input_is_handled(name: str, outcomes: dict[str, CaseResult]) -> Non
     assert result.passed, f"{name} ({result.what}): {result.detail}"
 
 
-def readme_block(marker: str) -> dict:
-    text = (REPO_ROOT / "README.md").read_text()
-    match = re.search(rf"<!-- {re.escape(marker)} -->\s*```json\n(.*?)```", text, re.S)
-    assert match, f"README has no JSON block marked {marker!r}"
-    return json.loads(match[1])
+def bucket_policy(bucket: str) -> dict:
+    """The documented RGW bucket policy of the `input` or `output` bucket (k8s/policies/)."""
+    return json.loads((REPO_ROOT / "k8s" / "policies" / f"rgw-{bucket}-bucket.json").read_text())
 
 
 def rgw_user(stack: ChaosStack, uid: str) -> dict[str, str]:
@@ -114,8 +111,8 @@ def rgw_user(stack: ChaosStack, uid: str) -> dict[str, str]:
     return info["keys"][0]
 
 
-def test_least_privilege_rgw_policies_from_the_readme(bad_stack: ChaosStack) -> None:
-    """The README's bucket policies on this RGW: each user can do its part and nothing else."""
+def test_least_privilege_rgw_policies(bad_stack: ChaosStack) -> None:
+    """The documented bucket policies on this RGW: each user can do its part and nothing else."""
     settings = bad_stack.settings()
     owner = s3_client(settings)
     users = {uid: rgw_user(bad_stack, uid) for uid in ("facepipe-function", "facepipe-notifier")}
@@ -129,7 +126,7 @@ def test_least_privilege_rgw_policies_from_the_readme(bad_stack: ChaosStack) -> 
     owner.put_object(Bucket=inp, Key="policy-probe.mp4", Body=b"video")
     try:
         for bucket in (inp, out):
-            owner.put_bucket_policy(Bucket=bucket, Policy=json.dumps(readme_block(f"rgw-policy: {bucket}")))
+            owner.put_bucket_policy(Bucket=bucket, Policy=json.dumps(bucket_policy(bucket)))
 
         def status(call) -> int:
             try:
@@ -143,11 +140,10 @@ def test_least_privilege_rgw_policies_from_the_readme(bad_stack: ChaosStack) -> 
             "function GET video": lambda: fn.get_object(Bucket=inp, Key="policy-probe.mp4"),
             "function PUT answer": lambda: fn.put_object(Bucket=out, Key="policy-answer.csv", Body=b"x"),
             "function HEAD answer": lambda: fn.head_object(Bucket=out, Key="policy-answer.csv"),
+            "function LIST answers": lambda: fn.list_objects_v2(Bucket=out, Prefix="policy-answer."),
             "function DELETE answer": lambda: fn.delete_object(Bucket=out, Key="policy-answer.error.json"),
             "notifier LIST input": lambda: notifier.list_objects_v2(Bucket=inp),
             "notifier LIST output": lambda: notifier.list_objects_v2(Bucket=out),
-            "notifier HEAD video": lambda: notifier.head_object(Bucket=inp, Key="policy-probe.mp4"),
-            "notifier HEAD answer": lambda: notifier.head_object(Bucket=out, Key="policy-answer.csv"),
         }
         denied = {
             "function PUT video": lambda: fn.put_object(Bucket=inp, Key="x.mp4", Body=b"x"),
@@ -157,11 +153,12 @@ def test_least_privilege_rgw_policies_from_the_readme(bad_stack: ChaosStack) -> 
             "notifier PUT answer": lambda: notifier.put_object(Bucket=out, Key="x.csv", Body=b"x"),
             "notifier PUT video": lambda: notifier.put_object(Bucket=inp, Key="x.mp4", Body=b"x"),
             "notifier DELETE video": lambda: notifier.delete_object(Bucket=inp, Key="policy-probe.mp4"),
+            "notifier GET video": lambda: notifier.get_object(Bucket=inp, Key="policy-probe.mp4"),
+            "notifier HEAD answer": lambda: notifier.head_object(Bucket=out, Key="policy-answer.csv"),
         }
-        missing = {  # 404, not 403: what the function and notifier rely on to tell "not there"
+        missing = {  # 404, not 403: what the function relies on to tell "not there"
             "function HEAD missing video": lambda: fn.head_object(Bucket=inp, Key="nope.mp4"),
             "function HEAD missing answer": lambda: fn.head_object(Bucket=out, Key="nope.csv"),
-            "notifier HEAD missing video": lambda: notifier.head_object(Bucket=inp, Key="nope.mp4"),
         }
         got = {name: status(call) for name, call in {**allowed, **denied, **missing}.items()}
         assert {name: got[name] for name in allowed if got[name] != 200} == {}, got

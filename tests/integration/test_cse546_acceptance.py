@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from facepipe.settings import REPO_ROOT
+from facepipe_tools.paths import REPO_ROOT
 
 pytestmark = [pytest.mark.integration, pytest.mark.acceptance]
 

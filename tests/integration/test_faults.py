@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from facepipe.settings import REPO_ROOT
 from facepipe_tools.chaos import (
     SCENARIOS,
     ChaosStack,
@@ -20,6 +19,7 @@ from facepipe_tools.chaos import (
     sample_clips,
     scenario_table,
 )
+from facepipe_tools.paths import REPO_ROOT
 
 pytestmark = pytest.mark.integration
 

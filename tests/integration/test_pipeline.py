@@ -4,19 +4,18 @@ notifications to the notifier, the function through the gateway, DynamoDB, CSV b
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
-import requests
 
 from facepipe.answers import parse_csv
 from facepipe.clients import s3_client
-from facepipe.settings import REPO_ROOT, Settings
+from facepipe.settings import Settings
+from facepipe_tools import metrics_client
 from facepipe_tools.mapping import load_mapping
+from facepipe_tools.paths import REPO_ROOT
 from facepipe_tools.polling import wait_for
 from facepipe_tools.stack import LocalStack
 
@@ -29,10 +28,13 @@ def run(script: str, *args: str, env: dict[str, str], timeout: float = 300) -> s
     )
 
 
-def notifier_metric(settings: Settings, name: str, labels: str = "") -> float:
-    text = requests.get(settings.notify_url.rstrip("/") + "/metrics", timeout=5).text
-    pattern = rf"^{name}{re.escape(labels)} (\S+)$"
-    return sum(float(m[1]) for m in re.finditer(pattern, text, re.M))
+def notifier_metrics(settings: Settings) -> metrics_client.Samples:
+    return metrics_client.fetch(settings.notify_url.rstrip("/") + "/metrics")
+
+
+def notifier_idle(settings: Settings) -> bool:
+    """The notifier has nothing queued or running (a record it got is queued before it answers)."""
+    return wait_for(lambda: notifier_metrics(settings).value("facerec_notifier_backlog") == 0, 60)
 
 
 def wait_for_output(s3, settings: Settings, key: str, timeout: float = 60) -> str:
@@ -53,14 +55,14 @@ def output_keys(s3, settings: Settings) -> list[str]:
 
 
 def test_built_in_sample_end_to_end(local_stack: LocalStack, stack_env: dict[str, str], stack_settings) -> None:
-    accepted_before = notifier_metric(stack_settings, "facerec_notifier_events_total", '{outcome="accepted"}')
+    accepted_before = notifier_metrics(stack_settings).value("facerec_notifier_events_total", outcome="accepted")
     workload = run("workload/workload.py", env=stack_env)
     assert workload.returncode == 0, workload.stdout + workload.stderr
     check = run("checker/check.py", "--mapping", "data/sample_mapping", "--wait", "180", env=stack_env)
     assert check.returncode == 0, check.stdout + check.stderr
     assert "8/8 correct" in check.stdout
     # The results came through RGW's notifications, one per upload.
-    accepted = notifier_metric(stack_settings, "facerec_notifier_events_total", '{outcome="accepted"}')
+    accepted = notifier_metrics(stack_settings).value("facerec_notifier_events_total", outcome="accepted")
     assert accepted - accepted_before >= 8
     s3 = s3_client(stack_settings)
     expected = sorted(f"{Path(entry.video).stem}.csv" for entry in load_mapping(REPO_ROOT / "data" / "sample_mapping"))
@@ -112,10 +114,19 @@ def test_multipart_upload_is_processed_once(local_stack: LocalStack, stack_setti
 def test_duplicate_uploads_give_one_result(local_stack: LocalStack, stack_settings: Settings, sample_dir: Path):
     s3 = s3_client(stack_settings)
     clip = (sample_dir / "sample_collins.mp4").read_bytes()
+    events = notifier_metrics(stack_settings).by_label("facerec_notifier_events_total", "outcome")
+    received_before = events.get("accepted", 0.0) + events.get("duplicate", 0.0)
     for _ in range(3):
         s3.put_object(Bucket=stack_settings.input_bucket, Key="again.mp4", Body=clip)
     assert [s.name for s in parse_csv(wait_for_output(s3, stack_settings, "again.csv"))] == ["eileen_collins"]
-    time.sleep(2)
+
+    def all_three_received() -> bool:
+        events = notifier_metrics(stack_settings).by_label("facerec_notifier_events_total", "outcome")
+        return events.get("accepted", 0.0) + events.get("duplicate", 0.0) >= received_before + 3
+
+    # Every event of the three uploads reached the notifier and it finished with them.
+    assert wait_for(all_three_received), "the notifier did not get the three uploads' events"
+    assert notifier_idle(stack_settings)
     assert sorted(k for k in output_keys(s3, stack_settings) if k.startswith("again")) == ["again.csv", "again.jpg"]
 
 
@@ -126,12 +137,14 @@ def test_reconciler_finds_objects_whose_notification_was_lost(
     disable = run("notifier/notification.py", "disable", env=stack_env)
     assert disable.returncode == 0, disable.stdout + disable.stderr
     try:
+        # Nothing tells the notifier about the upload: the bucket has no notification.
+        notification = s3.get_bucket_notification_configuration(Bucket=stack_settings.input_bucket)
+        assert not notification.get("TopicConfigurations"), notification
         s3.put_object(Bucket=stack_settings.input_bucket, Key="unnoticed.mp4",
                       Body=(sample_dir / "sample_hopper.mp4").read_bytes())  # fmt: skip
-        time.sleep(2)
-        assert "unnoticed.csv" not in output_keys(s3, stack_settings)
         local_stack.restart("notifier")  # reconciles at start
         assert [s.name for s in parse_csv(wait_for_output(s3, stack_settings, "unnoticed.csv"))] == ["grace_hopper"]
+        assert notifier_metrics(stack_settings).value("facerec_notifier_reconciled_total") >= 1
     finally:
         setup = run("notifier/notification.py", "setup", env=stack_env)
         assert setup.returncode == 0, setup.stdout + setup.stderr

@@ -11,15 +11,16 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from facepipe.clients import s3_client
-from facepipe.settings import REPO_ROOT, Settings
+from facepipe.settings import Settings
 from facepipe_tools.mapping import load_mapping
+from facepipe_tools.paths import REPO_ROOT
+from facepipe_tools.polling import wait_for
 from facepipe_tools.stack import LocalStack
 
 pytestmark = pytest.mark.integration
@@ -61,11 +62,8 @@ def require_browser() -> None:
 def wait_until(page, expression: str, timeout_s: float) -> None:
     """Poll a JavaScript expression until it is true. (Playwright's wait_for_function evaluates
     strings with eval, which the page's Content-Security-Policy forbids, as it should.)"""
-    deadline = time.monotonic() + timeout_s
-    while not page.evaluate(expression):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not true after {timeout_s} s: {expression}")
-        time.sleep(0.5)
+    if not wait_for(lambda: page.evaluate(expression), timeout_s=timeout_s, interval_s=0.5):
+        raise AssertionError(f"not true after {timeout_s} s: {expression}")
 
 
 @pytest.fixture

@@ -17,8 +17,9 @@ import requests
 
 from facepipe.answers import Student
 from facepipe.clients import s3_client
-from facepipe.settings import REPO_ROOT, Settings
+from facepipe.settings import Settings
 from facepipe_tools.mapping import OK, MappingEntry, compare, load_mapping
+from facepipe_tools.paths import REPO_ROOT
 from facepipe_tools.stack import LocalStack
 
 pytestmark = pytest.mark.integration

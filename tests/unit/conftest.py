@@ -1,14 +1,31 @@
-"""Fixtures shared by the unit tests."""
+"""Fixtures of the unit tests: the notifier's, on the stand-in gateway of notifierfake.py
+and the `s3` fixture (moto) of tests/conftest.py."""
 
-import boto3
+from __future__ import annotations
+
+from collections.abc import Iterator
+
 import pytest
-from moto import mock_aws
+
+from facepipe.notifier.service import Notifier
+from facepipe.settings import Settings
+from tests.unit.notifierfake import FAST, Gateway, notifier_settings
 
 
 @pytest.fixture
-def s3():
-    with mock_aws():
-        client = boto3.client("s3", region_name="us-east-1")
-        client.create_bucket(Bucket="input")
-        client.create_bucket(Bucket="output")
-        yield client
+def gateway() -> Iterator[Gateway]:
+    gw = Gateway()
+    yield gw
+    gw.close()
+
+
+@pytest.fixture
+def settings(gateway: Gateway) -> Settings:
+    return notifier_settings(gateway)
+
+
+@pytest.fixture
+def notifier(settings: Settings, s3) -> Iterator[Notifier]:
+    instance = Notifier(settings, s3=s3, backoff=FAST)
+    yield instance
+    instance.stop(grace_s=2)

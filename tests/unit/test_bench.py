@@ -21,12 +21,15 @@ from facepipe_tools.bench import (
     build_report,
     distinct_files,
     json_line,
-    parse_worker_metrics,
+    machine_busy_cpu_s,
     peak_rss_mb,
-    percentile,
+    process_cpu_s,
     seed_style_recognize,
     targets,
+    worker_metrics,
 )
+from facepipe_tools.metrics_client import parse
+from facepipe_tools.stats import percentile
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -60,15 +63,18 @@ def run(workers: int, wall_s: float, correct: int = 4) -> EndToEnd:
     )
 
 
-def test_percentile_is_nearest_rank() -> None:
+def test_percentile_interpolates_within_the_values() -> None:
     values = [float(v) for v in range(1, 101)]
-    assert percentile(values, 0.5) == 50.0
-    assert percentile(values, 0.95) == 95.0
+    assert percentile(values, 0.5) == pytest.approx(50.5)
+    assert percentile(values, 0.95) == pytest.approx(95.05)
     assert percentile([3.0, 1.0, 2.0], 0.5) == 2.0
+    assert percentile([4.0, 1.0], 0.95) == pytest.approx(3.85)
     assert percentile([7.0], 0.95) == 7.0
     assert bench.median([1.0, 3.0, 2.0, 10.0]) == 2.5
     with pytest.raises(ValueError):
         percentile([], 0.5)
+    with pytest.raises(ValueError):
+        percentile([1.0, 2.0], 0.955)
 
 
 def test_distinct_files_keeps_the_first_of_each_content(tmp_path: Path) -> None:
@@ -79,26 +85,37 @@ def test_distinct_files_keeps_the_first_of_each_content(tmp_path: Path) -> None:
     assert distinct_files([a, b, c]) == [a, b]
 
 
-def test_parse_worker_metrics_reads_videos_and_compute() -> None:
+def test_worker_metrics_reads_videos_and_compute() -> None:
     text = "\n".join(
         [
             "# HELP facerec_video_seconds Time to process one video",
+            "# TYPE facerec_video_seconds histogram",
             'facerec_video_seconds_bucket{le="0.5"} 3.0',
+            'facerec_video_seconds_bucket{le="+Inf"} 4.0',
             "facerec_video_seconds_count 4.0",
             "facerec_video_seconds_sum 2.5",
+            "# TYPE facerec_stage_seconds histogram",
             'facerec_stage_seconds_sum{stage="decode"} 0.25',
             'facerec_stage_seconds_sum{stage="detect"} 1.5',
             'facerec_stage_seconds_sum{stage="upload"} 0.1',
+            "",
         ]
     )
-    found = parse_worker_metrics(text)
+    found = worker_metrics(parse(text))
     assert (found.videos, found.video_s, found.compute_s) == (4.0, 2.5, 1.75)
     assert found.minus(WorkerMetrics(1.0, 0.5, 0.75)) == WorkerMetrics(3.0, 2.0, 1.0)
 
 
-def test_peak_rss_of_this_process() -> None:
+def test_peak_rss_and_cpu_of_this_process() -> None:
+    gone = 2**22 + 12345  # above pid_max: no such process
     assert peak_rss_mb(os.getpid()) > 1
-    assert peak_rss_mb(2**22 + 12345) is None  # above pid_max: no such process
+    assert peak_rss_mb(gone) is None
+    before = process_cpu_s(os.getpid())
+    busy_before = machine_busy_cpu_s()
+    sum(i * i for i in range(3_000_000))  # about 0.2 s of CPU
+    assert process_cpu_s(os.getpid()) > before
+    assert machine_busy_cpu_s() > busy_before
+    assert process_cpu_s(gone) is None
 
 
 def test_report_and_json_line() -> None:
@@ -118,7 +135,7 @@ def test_report_and_json_line() -> None:
     assert data["e2e_wall_s"] == 2.0 and data["e2e_floor_s"] == 1.0 and data["e2e_efficiency"] == 0.5
     assert data["e2e_floor_quiet_s"] == 0.5 and data["e2e_efficiency_quiet"] == 0.25
     assert data["e2e_cpu_s"] == {"function workers": 1.5, "rgw": 0.5, "other": 0.5, "total": 2.5}
-    assert data["e2e_p50_s"] == 1.0 and data["e2e_p95_s"] == 2.0
+    assert data["e2e_p50_s"] == 1.25 and data["e2e_p95_s"] == 1.925
     assert data["idle_latency_s"] == pytest.approx(0.4)
     assert data["idle_overhead_s"] == pytest.approx(0.2)
     assert data["rss_mb_per_worker"] == 350.5

@@ -167,7 +167,7 @@ def test_summary_latency_statistics():
         for i in range(1, 21)
     ]
     summary = summarize(rows, waited_s=1.23456)
-    assert summary["latency_s"] == {"count": 20, "min": 1.0, "median": 10.5, "mean": 10.5, "p95": 19.0, "max": 20.0}
+    assert summary["latency_s"] == {"count": 20, "min": 1.0, "median": 10.5, "mean": 10.5, "p95": 19.05, "max": 20.0}
     assert summary["span_s"] == 20.0 and summary["waited_s"] == 1.235
     assert summary["all_correct"] and json.dumps(summary)
 

@@ -1,20 +1,15 @@
-"""The AWS IAM policies in the README are enough, and no more: the function reads the
+"""The AWS IAM policies in k8s/policies/ are enough, and no more: the function reads the
 students table with `dynamodb:GetItem` only; upload_data needs DescribeTable, CreateTable and
 BatchWriteItem. Checked against a moto server that enforces IAM (INITIAL_NO_AUTH_ACTION_COUNT:
 the first requests set up the users, every later one is authorised). moto matches policy
-actions but not resource ARNs for DynamoDB, so the README's one-table Resource is replaced
+actions but not resource ARNs for DynamoDB, so the policies' one-table Resource is replaced
 by "*" here; the Resource line itself is checked to name exactly the students table.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,43 +21,23 @@ from facepipe.clients import dynamodb_client
 from facepipe.faces.students import StudentDirectory
 from facepipe.settings import Settings
 from facepipe.upload_students import upload
+from tests.aws import moto_server
 
 REPO = Path(__file__).resolve().parents[2]
+POLICIES = REPO / "k8s" / "policies"
 SETUP_ACTIONS = 6  # two users: create_user, put_user_policy, create_access_key each
 
 
-def readme_policy(name: str) -> dict:
-    """The JSON block that follows `<!-- iam-policy: name -->` in the README."""
-    text = (REPO / "README.md").read_text()
-    match = re.search(rf"<!-- iam-policy: {re.escape(name)} -->\s*```json\n(.*?)```", text, re.S)
-    assert match, f"README has no IAM policy block marked {name!r}"
-    return json.loads(match[1])
+def iam_policy(name: str) -> dict:
+    """The IAM policy document k8s/policies/iam-<name>.json, as documented and applied."""
+    return json.loads((POLICIES / f"iam-{name}.json").read_text())
 
 
 @pytest.fixture(scope="module")
 def moto_iam_url() -> Iterator[str]:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": str(SETUP_ACTIONS)}
-    server = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise RuntimeError("moto server did not start") from None
-                time.sleep(0.1)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
+    """A moto server that enforces IAM after the first SETUP_ACTIONS requests."""
+    with moto_server({"INITIAL_NO_AUTH_ACTION_COUNT": str(SETUP_ACTIONS)}) as url:
+        yield url
 
 
 def _as_tested(policy: dict) -> dict:
@@ -80,7 +55,7 @@ def principals(moto_iam_url: str) -> dict[str, Settings]:
     found = {}
     for user in ("function", "upload-data"):
         iam.create_user(UserName=user)
-        iam.put_user_policy(UserName=user, PolicyName=user, PolicyDocument=json.dumps(_as_tested(readme_policy(user))))
+        iam.put_user_policy(UserName=user, PolicyName=user, PolicyDocument=json.dumps(_as_tested(iam_policy(user))))
         key = iam.create_access_key(UserName=user)["AccessKey"]
         found[user] = Settings(
             dynamodb_endpoint_url=moto_iam_url,
@@ -101,12 +76,22 @@ def _denied(call) -> bool:
 
 def test_policies_name_one_table_and_no_wildcard_action() -> None:
     for name in ("function", "upload-data"):
-        for statement in readme_policy(name)["Statement"]:
+        for statement in iam_policy(name)["Statement"]:
             assert statement["Effect"] == "Allow"
             assert re.fullmatch(r"arn:aws:dynamodb:[a-z0-9-]+:\d{12}:table/students", statement["Resource"])
             actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
             assert all(action.startswith("dynamodb:") and "*" not in action for action in actions)
-    assert readme_policy("function")["Statement"][0]["Action"] == "dynamodb:GetItem"
+    assert iam_policy("function")["Statement"][0]["Action"] == "dynamodb:GetItem"
+
+
+def test_every_policy_file_is_an_allow_only_policy_document() -> None:
+    """All four files (the RGW bucket policies are applied to a real RGW in test_bad_input)."""
+    files = sorted(path.name for path in POLICIES.glob("*.json"))
+    assert files == ["iam-function.json", "iam-upload-data.json", "rgw-input-bucket.json", "rgw-output-bucket.json"]
+    for name in files:
+        policy = json.loads((POLICIES / name).read_text())
+        assert policy["Version"] == "2012-10-17", name
+        assert policy["Statement"] and all(statement["Effect"] == "Allow" for statement in policy["Statement"]), name
 
 
 def test_upload_data_works_with_its_policy(principals: dict[str, Settings]) -> None:

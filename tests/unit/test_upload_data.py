@@ -63,8 +63,10 @@ def test_more_than_one_batch(dynamodb):
     assert dynamodb.scan(TableName="students", Select="COUNT")["Count"] == 60
 
 
-def test_unprocessed_items_are_retried():
+def test_unprocessed_items_are_sent_again():
     class Throttled:
+        """Leaves every item but the first of its first request unprocessed."""
+
         def __init__(self):
             self.calls = []
 
@@ -75,8 +77,12 @@ def test_unprocessed_items_are_retried():
             return {"UnprocessedItems": {}}
 
     client = Throttled()
-    assert write_students(client, "t", STUDENTS, pause_s=0) == 2
-    assert [len(call["t"]) for call in client.calls] == [2, 1]
+    students = [{"id": i, "name": f"p{i}", "major": "m", "year": "y"} for i in range(30)]
+    assert write_students(client, "t", students) == 30
+    sent = [[request["PutRequest"]["Item"]["name"]["S"] for request in call["t"]] for call in client.calls]
+    assert [len(names) for names in sent] == [25, 25, 4]
+    # The 24 left over go out again, with the 5 not sent yet: every student exactly once in the end.
+    assert sorted(sent[0][:1] + sent[1] + sent[2]) == sorted(s["name"] for s in students)
 
 
 def test_existing_table_with_another_key_is_an_error(dynamodb):

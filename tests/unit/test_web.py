@@ -10,38 +10,22 @@ import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
-import boto3
 import pytest
 from botocore.exceptions import EndpointConnectionError
 from flask import Flask
 from flask.testing import FlaskClient
-from moto import mock_aws
 
 from facepipe import answers
 from facepipe.settings import Settings
-from facepipe.web.core import (
-    WEB_PREFIX,
-    WebSettings,
-    clean_name,
-    create_app,
-    display_stem,
-    load_web_settings,
-    looks_like_text,
-    sniff,
-)
+from facepipe.web import services
+from facepipe.web.app import create_app
+from facepipe.web.media_types import clean_name, display_stem, looks_like_text, sniff
+from facepipe.web.settings import WebSettings, load_web_settings
+from facepipe.web.upload import WEB_PREFIX
 from tests.unit.webfake import TINY_JPEG, FakePipeline, media
 
 SETTINGS = Settings(input_bucket="input", output_bucket="output", max_object_bytes=10_000)
 FAST = WebSettings(result_timeout_s=5.0, poll_s=0.01, page_size=50)
-
-
-@pytest.fixture
-def s3() -> Iterator:
-    with mock_aws():
-        client = boto3.client("s3", region_name="us-east-1")
-        client.create_bucket(Bucket="input")
-        client.create_bucket(Bucket="output")
-        yield client
 
 
 @pytest.fixture
@@ -190,8 +174,11 @@ def test_result_of_an_earlier_upload_under_the_same_key_is_not_taken(client, s3,
     assert client.get("/result/lecture.mp4").status_code == 200
 
 
-def test_same_name_from_many_users_at_once_never_mixes_answers(app, pipeline, s3) -> None:
-    """20 concurrent uploads all called clip.mp4, each with other people: each gets its own."""
+def test_same_name_from_many_users_at_once_never_mixes_answers(pipeline, s3) -> None:
+    """20 concurrent uploads all called clip.mp4, each with other people: each gets its own.
+    (A long result timeout: 20 threads share one in-process moto, and this is about answers,
+    not speed.)"""
+    app = create_app(SETTINGS, WebSettings(result_timeout_s=120.0, poll_s=0.05), s3=s3)
     names = ["grace_hopper", "eileen_collins", "ada", "alan", "barbara"]
     answers: dict[int, str] = {}
 
@@ -204,7 +191,7 @@ def test_same_name_from_many_users_at_once_never_mixes_answers(app, pipeline, s3
     for thread in threads:
         thread.start()
     for thread in threads:
-        thread.join(timeout=30)
+        thread.join(timeout=150)
     assert answers == {i: f"200 clip:{names[i % len(names)]},person{i}" for i in range(20)}
     assert len(set(input_keys(s3))) == 20
 
@@ -329,7 +316,7 @@ def test_results_page_lists_results_and_errors_newest_first(client, s3) -> None:
 def test_newest_first_by_processing_time(client, s3, monkeypatch) -> None:
     put_result(s3, "zzz_old", "name,major,year\n")
     put_result(s3, "aaa_new", "name,major,year\n")
-    store = client.application.extensions["facepipe.web"]["store"]
+    store = services.of(client.application).store
     real = s3.get_paginator
 
     class Paginator:
@@ -381,7 +368,7 @@ def test_pagination(s3) -> None:
 
 
 def test_rows_version_changes_when_a_result_arrives(client, s3) -> None:
-    store = client.application.extensions["facepipe.web"]["store"]
+    store = services.of(client.application).store
     put_result(s3, "one", "name,major,year\n")
     before = client.get("/results/rows").get_data(as_text=True)
     version = re.search(r'data-version="(\w+)"', before)[1]
@@ -473,3 +460,15 @@ def test_load_web_settings() -> None:
         load_web_settings({"WEB_THREADS": "0"})
     with pytest.raises(ValueError, match="WEB_POLL_S must be a number"):
         load_web_settings({"WEB_POLL_S": "fast"})
+
+
+def test_an_upload_is_logged_as_fields(client, pipeline, caplog) -> None:
+    with caplog.at_level("INFO", logger="facepipe.web"):
+        post(client, "clip.mp4", media("people=grace_hopper"))
+        post(client, "notes.txt", b"just notes\n")
+    [answered] = [r for r in caplog.records if r.getMessage() == "upload answered"]
+    assert answered.fields["key"].endswith("/clip.mp4") and answered.fields["bucket"] == "input"
+    assert (answered.fields["outcome"], answered.fields["status"]) == ("done", 200)
+    assert answered.fields["seconds"] >= 0
+    [rejected] = [r for r in caplog.records if r.getMessage() == "upload rejected"]
+    assert (rejected.fields["status"], rejected.fields["outcome"]) == (415, "rejected")

@@ -16,9 +16,10 @@ from rich.console import Console
 from waitress.server import create_server
 
 from facepipe.settings import Settings
-from facepipe.web.core import WebSettings, create_app
+from facepipe.web.app import create_app
+from facepipe.web.settings import WebSettings
 from facepipe_tools import workload as workload_core
-from facepipe_tools.workload import HttpOutcome, judge, percentile, send_files
+from facepipe_tools.workload import HttpOutcome, judge, send_files
 from tests.unit.webfake import FakePipeline, media
 
 
@@ -101,14 +102,12 @@ def test_send_files_keeps_answers_apart(web_url: str, tmp_path: Path) -> None:
     assert sorted(o.body for o in summary.outcomes) == sorted(f"same{i % 4}:p{i % 4}" for i in range(16))
 
 
-def test_judge_and_percentile() -> None:
+def test_judge() -> None:
     path = Path("clip.mp4")
     assert judge(HttpOutcome(path, 200, 1.0, "clip:a,b"), None).failure is None
     assert "not for 'clip'" in judge(HttpOutcome(path, 200, 1.0, "other:a"), None).failure
     assert judge(HttpOutcome(path, 202, 1.0, "pending: ...\n"), None).failure == "HTTP 202: pending: ..."
     assert "unreadable JSON" in judge(HttpOutcome(path, 200, 1.0, "clip:a"), {}).failure
-    assert percentile([3.0, 1.0, 2.0, 4.0], 0.5) == 2.0
-    assert percentile([float(i) for i in range(1, 101)], 0.95) == 95.0
 
 
 def test_http_options_need_http() -> None:

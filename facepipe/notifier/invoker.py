@@ -1,0 +1,152 @@
+"""Calls the function through the OpenFaaS gateway, with retries.
+
+A 2xx answer is done; a 4xx answer is final (the request or the object is at fault), except
+408 and 429; anything else (5xx, timeout, no connection) is retried with exponential backoff
+and jitter, honouring `Retry-After`. The function's JSON answer says whether it recognised
+the object or returned the answer it already had (`"outcome": "skipped"`).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import requests
+
+from facepipe import logs
+from facepipe.notifier.metrics import CLIENT_ERROR, FAILED, OK
+from facepipe.settings import Settings
+
+log = logs.get("facepipe.notifier")
+
+CONNECT_TIMEOUT_S = 5.0
+RETRYABLE_4XX = frozenset({408, 429})
+#: The function's `outcome` when it returned a stored answer without recognising again.
+SKIPPED = "skipped"
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Exponential backoff with jitter: retry n waits between half and all of min(max_s, base_s * 2**(n-1))."""
+
+    base_s: float = 1.0
+    max_s: float = 30.0
+
+    def delay(self, retry: int, rng: random.Random) -> float:
+        ceiling = min(self.max_s, self.base_s * 2 ** (retry - 1))
+        return ceiling / 2 + rng.uniform(0, ceiling / 2)
+
+
+@dataclass(frozen=True)
+class InvokeResult:
+    """The final outcome for one object; `answer` is the `outcome` field of the function's JSON."""
+
+    outcome: str
+    attempts: int
+    seconds: float
+    status: int | None = None
+    detail: str = ""
+    answer: str = ""
+
+
+@dataclass(frozen=True)
+class Reply:
+    """One HTTP exchange with the gateway; `status` is None when no answer came."""
+
+    status: int | None
+    body: object = None
+    detail: str = ""
+    retry_after: float | None = None
+
+
+def _json(response: requests.Response) -> object:
+    try:
+        return json.loads(response.text or "")
+    except ValueError:
+        return None
+
+
+def error_detail(body: object, text: str, limit: int = 300) -> str:
+    """The function's error message (JSON `error`/`detail`, also nested in `error`), on one line."""
+    if isinstance(body, dict) and isinstance(body.get("error"), dict):
+        body = body["error"]
+    if isinstance(body, dict) and (body.get("error") or body.get("detail")):
+        text = ": ".join(str(body[k]) for k in ("error", "detail") if body.get(k))
+    text = " ".join(text.split())
+    return text[:limit] + ("..." if len(text) > limit else "")
+
+
+def _retry_after(response: requests.Response) -> float | None:
+    try:
+        return max(0.0, float(response.headers.get("Retry-After", "")))
+    except ValueError:
+        return None
+
+
+class Invoker:
+    """Calls the function through the gateway: 2xx done, 4xx final except 408/429, anything else retried."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        backoff: Backoff = Backoff(),
+        stop: threading.Event | None = None,
+        on_retry: Callable[[], None] | None = None,
+    ):
+        self.url = f"{settings.openfaas_gateway.rstrip('/')}/function/{settings.function_name}"
+        self.attempts = max(1, settings.invoke_attempts)
+        self.timeout_s = settings.invoke_timeout_s
+        self.backoff = backoff
+        self._stop = stop or threading.Event()
+        self._on_retry = on_retry
+        self._local = threading.local()
+        self._rng = random.Random()
+
+    def _session(self) -> requests.Session:
+        session = getattr(self._local, "session", None)
+        if session is None:
+            session = self._local.session = requests.Session()
+        return session
+
+    def _post(self, bucket: str, key: str) -> Reply:
+        try:
+            response = self._session().post(
+                self.url, json={"bucket": bucket, "key": key}, timeout=(CONNECT_TIMEOUT_S, self.timeout_s)
+            )
+        except requests.Timeout:
+            return Reply(None, detail=f"no answer within {self.timeout_s:g} s")
+        except requests.RequestException as exc:
+            return Reply(None, detail=f"{type(exc).__name__}: {exc}")
+        body = _json(response)
+        return Reply(response.status_code, body, error_detail(body, response.text or ""), _retry_after(response))
+
+    def invoke(self, bucket: str, key: str) -> InvokeResult:
+        started = time.monotonic()
+        reply = Reply(None)
+        for attempt in range(1, self.attempts + 1):
+            reply = self._post(bucket, key)
+            status = reply.status
+            answer = str(reply.body.get("outcome") or "") if isinstance(reply.body, dict) else ""
+            if status is not None and 200 <= status < 300:
+                return InvokeResult(OK, attempt, time.monotonic() - started, status, answer=answer)
+            if status is not None and 400 <= status < 500 and status not in RETRYABLE_4XX:
+                return InvokeResult(CLIENT_ERROR, attempt, time.monotonic() - started, status, reply.detail, answer)
+            if attempt == self.attempts:
+                break
+            delay = self.backoff.delay(attempt, self._rng)
+            if reply.retry_after is not None:
+                delay = max(delay, min(reply.retry_after, self.backoff.max_s))
+            log.warning(
+                "invoke retry", key=key, bucket=bucket, attempts=attempt, status=status, detail=reply.detail,
+                delay_s=round(delay, 2),
+            )  # fmt: skip
+            if self._on_retry:
+                self._on_retry()
+            if self._stop.wait(delay):
+                detail = f"abandoned at shutdown after: {reply.detail}"
+                return InvokeResult(FAILED, attempt, time.monotonic() - started, status, detail)
+        return InvokeResult(FAILED, self.attempts, time.monotonic() - started, reply.status, reply.detail)

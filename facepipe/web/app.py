@@ -1,0 +1,67 @@
+"""The application factory: `create_app` builds the web tier for given settings and registers
+its Blueprints (upload, results, pictures); the security headers and error answers are the app's."""
+
+from __future__ import annotations
+
+from flask import Flask, Response, request
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+
+from facepipe import logs
+from facepipe.clients import s3_client
+from facepipe.settings import Settings
+from facepipe.web import pictures, results, services, upload
+from facepipe.web.responses import reject
+from facepipe.web.services import Services
+from facepipe.web.settings import WebSettings
+from facepipe.web.store import ResultStore
+
+log = logs.get("facepipe.web")
+
+#: Allowance for the multipart framing around the file itself.
+MULTIPART_OVERHEAD = 64 * 1024
+CONTENT_SECURITY_POLICY = (
+    "default-src 'none'; img-src 'self'; script-src 'self'; style-src 'self'; connect-src 'self'; "
+    "form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+)
+
+
+def create_app(settings: Settings, web: WebSettings | None = None, s3=None) -> Flask:
+    """The web tier for `settings` (buckets, S3 endpoint); `s3` replaces the client in tests."""
+    web = web or WebSettings()
+    s3 = s3 if s3 is not None else s3_client(settings, caller="web")
+    shared = Services(settings=settings, web=web, s3=s3, store=ResultStore(s3, settings.output_bucket))
+
+    app = Flask(__name__)  # templates/ and static/ beside this module
+    app.config["MAX_CONTENT_LENGTH"] = shared.max_upload_bytes + MULTIPART_OVERHEAD
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.extensions[services.EXTENSION] = shared
+
+    app.after_request(security_headers)
+    app.register_error_handler(RequestEntityTooLarge, too_large)
+    app.register_error_handler(HTTPException, http_error)
+    app.register_error_handler(Exception, internal_error)
+    app.register_blueprint(upload.bp)
+    app.register_blueprint(results.bp)
+    app.register_blueprint(pictures.bp)
+    return app
+
+
+def security_headers(response: Response) -> Response:
+    response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("Referrer-Policy", "no-referrer")
+    return response
+
+
+def too_large(exc: RequestEntityTooLarge) -> Response:
+    """A body over MAX_CONTENT_LENGTH, refused before the form is parsed."""
+    return reject(413, f"the upload is larger than the limit of {services.current().max_upload_bytes} bytes")
+
+
+def http_error(exc: HTTPException) -> Response:
+    return reject(exc.code or 500, exc.description or exc.name)
+
+
+def internal_error(exc: Exception) -> Response:
+    log.exception("unhandled error", method=request.method, path=request.path, outcome="internal_error", status=500)
+    return reject(500, "internal error (see the web tier's log)")

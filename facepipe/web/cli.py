@@ -1,0 +1,47 @@
+"""`facepipe-web` / `python web/app.py [--host HOST] [--port PORT]`: the web tier under waitress."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from waitress import serve
+
+from facepipe import logs
+from facepipe.clients import s3_client
+from facepipe.settings import SettingsError, load_settings
+from facepipe.web.app import create_app
+from facepipe.web.settings import load_web_settings
+
+log = logs.get("facepipe.web")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="web/app.py", description="The facepipe web tier (Flask under waitress).")
+    parser.add_argument("--host", default=os.environ.get("WEB_HOST", "127.0.0.1"), help="default 127.0.0.1")
+    parser.add_argument("--port", type=int, default=int(os.environ.get("WEB_PORT") or 8000), help="default 8000")
+    args = parser.parse_args(argv)
+    logs.setup()
+    try:
+        settings = load_settings()
+        settings.require("s3_endpoint_url", "input_bucket", "output_bucket")
+        web = load_web_settings()
+    except (SettingsError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    app = create_app(settings, web, s3=s3_client(settings, max_pool_connections=web.threads + 4, caller="web"))
+    log.info(
+        "serving", url=f"http://{args.host}:{args.port}/", input_bucket=settings.input_bucket,
+        output_bucket=settings.output_bucket, threads=web.threads, result_timeout_s=web.result_timeout_s,
+    )  # fmt: skip
+    serve(
+        app,
+        host=args.host,
+        port=args.port,
+        threads=web.threads,
+        connection_limit=max(1000, web.threads * 4),
+        max_request_body_size=app.config["MAX_CONTENT_LENGTH"] + 1024 * 1024,
+        ident="facepipe-web",
+    )
+    return 0
