@@ -1,7 +1,7 @@
 """Structured logs: one line per event, the same keys in every component.
 
 Every line has `ts` (UTC, ISO 8601), `level`, `logger` and `event` (a short phrase: what
-happened), then the event's fields. Field names are shared: `key` and `bucket` (the input
+happened), then the event's fields (those that are not None). Field names are shared: `key` and `bucket` (the input
 object), `outcome`, `status` (HTTP), `seconds`, `attempts`, `error` and `detail`.
 
 `LOG_FORMAT=json` (the default) writes one JSON object per line, for programs and log
@@ -43,7 +43,7 @@ def _record_fields(record: logging.LogRecord) -> dict[str, Any]:
         "logger": record.name,
         "event": record.getMessage(),
     }
-    line.update(getattr(record, "fields", {}))
+    line.update((name, value) for name, value in getattr(record, "fields", {}).items() if value is not None)
     if record.exc_info:
         line["exception"] = logging.Formatter().formatException(record.exc_info)
     return line

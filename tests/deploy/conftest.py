@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import deploylib  # noqa: E402
-from deploylib import CrdSchema, Manifest  # noqa: E402
+from tests.deploy import deploylib
+from tests.deploy.deploylib import CrdSchema, Manifest
 
 
 @pytest.fixture(scope="session")

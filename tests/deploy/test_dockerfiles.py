@@ -8,9 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import deploylib
 import pytest
-from deploylib import FUNCTION_DIR, FUNCTION_DOCKERFILE, NOTIFIER_DOCKERFILE, REPO
+
+from tests.deploy import deploylib
+from tests.deploy.deploylib import FUNCTION_DIR, FUNCTION_DOCKERFILE, NOTIFIER_DOCKERFILE, REPO
 
 DOCKERFILES = [FUNCTION_DOCKERFILE, NOTIFIER_DOCKERFILE]
 PINNED_DIGEST = re.compile(r"^[\w./-]+:\d+(\.\d+)+[\w.-]*@sha256:[0-9a-f]{64}$")

@@ -28,16 +28,16 @@ import sys
 from pathlib import Path
 
 import boto3
-import deploylib
 import pytest
 import requests
-from deploylib import FUNCTION_DIR, FUNCTION_DOCKERFILE, REPO
 
 from facepipe.settings import DEFAULT_SECRETS_DIR, SECRET_NAMES
 from facepipe.upload_students import ensure_table, load_students, write_students
 from facepipe_tools.cluster import KNOWN_FACES_KEY
 from facepipe_tools.polling import wait_for
 from facepipe_tools.stack import free_port
+from tests.deploy import deploylib
+from tests.deploy.deploylib import FUNCTION_DIR, FUNCTION_DOCKERFILE, REPO
 
 INPUT = "facepipe-input"
 OUTPUT = "facepipe-output"

@@ -6,11 +6,10 @@ import re
 from dataclasses import fields
 from pathlib import Path
 
-import deploylib
-from deploylib import FUNCTION_DOCKERFILE, REPO, one
-
 from facepipe.settings import DEFAULT_SECRETS_DIR, Settings
 from facepipe_tools.cluster import FUNCTION_SECRET, KNOWN_FACES_KEY
+from tests.deploy import deploylib
+from tests.deploy.deploylib import FUNCTION_DOCKERFILE, REPO, one
 
 # Field names of faas-cli's stack schema (stack/schema.go: Services, Provider,
 # Function, FunctionResources, StackConfiguration, TemplateSource).

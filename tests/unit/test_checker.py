@@ -15,7 +15,7 @@ import pytest
 from facepipe import answers
 from facepipe.answers import Student, render_csv, render_error
 from facepipe.settings import Settings
-from facepipe_tools import checker as checker_core
+from facepipe_tools import checker
 from facepipe_tools.checker import CheckError, check, summarize, summary_line
 from facepipe_tools.mapping import parse_mapping
 
@@ -120,7 +120,7 @@ class Reader:
 
 def evaluate(entry, inputs: dict, outputs: dict, reader: Reader):
     """The checker's evaluate on output listings given as {key: listing entry}."""
-    return checker_core.evaluate(entry, inputs, answers.index(outputs.values()), reader)
+    return checker.evaluate(entry, inputs, answers.index(outputs.values()), reader)
 
 
 def test_a_result_older_than_its_video_does_not_count():
@@ -163,7 +163,7 @@ def test_unreadable_result_and_not_uploaded_video():
 def test_summary_latency_statistics():
     now = datetime(2026, 1, 1, 12, tzinfo=UTC)
     rows = [
-        checker_core.Row("v", "", "", "ok", latency_s=float(i), uploaded_at=now, answered_at=now + timedelta(seconds=i))
+        checker.Row("v", "", "", "ok", latency_s=float(i), uploaded_at=now, answered_at=now + timedelta(seconds=i))
         for i in range(1, 21)
     ]
     summary = summarize(rows, waited_s=1.23456)
@@ -193,7 +193,7 @@ def test_main_exit_codes_table_and_json(s3, tmp_path, monkeypatch, capsys):
     mapping = tmp_path / "mapping"
     mapping.write_text(MAPPING)
     summary_file = tmp_path / "summary.json"
-    assert checker_core.main(["--mapping", str(mapping), "--json", str(summary_file)]) == 1
+    assert checker.main(["--mapping", str(mapping), "--json", str(summary_file)]) == 1
     out = capsys.readouterr().out
     assert "3/7 correct (2 wrong, 1 missing, 1 errors)" in out
     for text in ("wrong.mp4", "mr_bean,lawyer,freshmen", "missing: no result yet", "error: unreadable_media"):
@@ -203,7 +203,7 @@ def test_main_exit_codes_table_and_json(s3, tmp_path, monkeypatch, capsys):
     assert {e["video"]: e["status"] for e in summary["entries"]}["err.mp4"] == "error"
 
     mapping.write_text("ok.mp4:computer_science,sophomore\nnobody.mov:\n")
-    assert checker_core.main(["--mapping", str(mapping), "--json"]) == 0
+    assert checker.main(["--mapping", str(mapping), "--json"]) == 0
     captured = capsys.readouterr()
     assert json.loads(captured.out)["all_correct"] is True
     assert "2/2 correct (0 wrong, 0 missing, 0 errors)" in captured.err
@@ -218,7 +218,7 @@ def test_main_usage_errors(tmp_path, monkeypatch, capsys, mapping_text, message)
     mapping = tmp_path / "mapping"
     if mapping_text is not None:
         mapping.write_text(mapping_text)
-    assert checker_core.main(["--mapping", str(mapping)]) == 2
+    assert checker.main(["--mapping", str(mapping)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err and "Traceback" not in err
 

@@ -14,6 +14,7 @@ from moto import mock_aws
 from facepipe import upload_students
 from facepipe.settings import Settings
 from facepipe.upload_students import DataError, ensure_table, load_students, upload, write_students
+from facepipe_tools.stack import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 SETTINGS = Settings(aws_region="us-east-1", aws_access_key_id="testing", aws_secret_access_key="testing")
@@ -153,30 +154,18 @@ def script_env(tmp_path, endpoint: str, **extra: str) -> dict[str, str]:
     }
 
 
-def test_script_against_a_dynamodb_server(tmp_path):
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    env = script_env(tmp_path, f"http://{host}:{port}", STUDENTS_TABLE="people")
-    try:
-        script = [sys.executable, str(REPO / "data" / "upload_data.py"), "--file", str(write_json(tmp_path, STUDENTS))]
-        first = subprocess.run(script, env=env, capture_output=True, text=True, timeout=60)
-        second = subprocess.run(script, env=env, capture_output=True, text=True, timeout=60)
-    finally:
-        server.stop()
+def test_script_against_a_dynamodb_server(tmp_path, moto_endpoint):
+    env = script_env(tmp_path, moto_endpoint, STUDENTS_TABLE="people")
+    script = [sys.executable, str(REPO / "data" / "upload_data.py"), "--file", str(write_json(tmp_path, STUDENTS))]
+    first = subprocess.run(script, env=env, capture_output=True, text=True, timeout=60)
+    second = subprocess.run(script, env=env, capture_output=True, text=True, timeout=60)
     assert first.returncode == 0, first.stderr
     assert "2 students written to created table 'people'" in first.stdout
     assert second.returncode == 0 and "existing table 'people'" in second.stdout
 
 
 def test_script_with_unreachable_endpoint_is_a_clear_error(tmp_path):
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     env = script_env(tmp_path, f"http://127.0.0.1:{port}")
     script = [sys.executable, str(REPO / "data" / "upload_data.py"), "--file", str(write_json(tmp_path, STUDENTS))]
     result = subprocess.run(script, env=env, capture_output=True, text=True, timeout=120)

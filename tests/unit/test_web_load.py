@@ -18,7 +18,7 @@ from waitress.server import create_server
 from facepipe.settings import Settings
 from facepipe.web.app import create_app
 from facepipe.web.settings import WebSettings
-from facepipe_tools import workload as workload_core
+from facepipe_tools import workload
 from facepipe_tools.workload import HttpOutcome, judge, send_files
 from tests.unit.webfake import FakePipeline, media
 
@@ -53,12 +53,12 @@ def make_files(folder: Path, specs: dict[str, str]) -> list[Path]:
 def run_main(*args: str) -> tuple[int, str]:
     out = io.StringIO()
     console = Console(file=out, width=200, highlight=False)
-    original = workload_core.Console
-    workload_core.Console = lambda *a, **k: console  # type: ignore[assignment]
+    original = workload.Console
+    workload.Console = lambda *a, **k: console  # type: ignore[assignment]
     try:
-        code = workload_core.main(list(args))
+        code = workload.main(list(args))
     finally:
-        workload_core.Console = original  # type: ignore[assignment]
+        workload.Console = original  # type: ignore[assignment]
     return code, out.getvalue()
 
 
@@ -112,4 +112,4 @@ def test_judge() -> None:
 
 def test_http_options_need_http() -> None:
     with pytest.raises(SystemExit):
-        workload_core.main(["--requests", "3"])
+        workload.main(["--requests", "3"])

@@ -14,7 +14,7 @@ from rich.console import Console
 
 import facepipe_tools.sample
 from facepipe.settings import Settings
-from facepipe_tools import workload as workload_core
+from facepipe_tools import workload
 from facepipe_tools.workload import WorkloadError, clear_bucket, collect_media, upload_files
 
 REPO = Path(__file__).resolve().parents[2]
@@ -60,7 +60,7 @@ def test_missing_path_is_an_error(tmp_path):
 
 
 def test_clear_bucket_deletes_everything_in_batches(s3, monkeypatch):
-    monkeypatch.setattr(workload_core, "DELETE_BATCH", 3)
+    monkeypatch.setattr(workload, "DELETE_BATCH", 3)
     for index in range(8):
         s3.put_object(Bucket="input", Key=f"k{index}/with space ü.mp4", Body=b"x")
     calls = []
@@ -114,7 +114,7 @@ def test_run_clears_then_uploads(s3, tmp_path):
     s3.put_object(Bucket="output", Key="old.csv", Body=b"o")
     console = quiet()
     settings = Settings(input_bucket="input", output_bucket="output")
-    assert workload_core.run(settings, [tmp_path / "videos"], keep=False, concurrency=4, console=console) == 0
+    assert workload.run(settings, [tmp_path / "videos"], keep=False, concurrency=4, console=console) == 0
     assert sorted(o["Key"] for o in s3.list_objects_v2(Bucket="input")["Contents"]) == [
         "a.MOV", "b.mp4", "c.webm", "photo.jpg",
     ]
@@ -129,7 +129,7 @@ def test_keep_leaves_the_buckets_alone(s3, tmp_path):
     s3.put_object(Bucket="input", Key="old.mp4", Body=b"o")
     s3.put_object(Bucket="output", Key="old.csv", Body=b"o")
     settings = Settings(input_bucket="input", output_bucket="output")
-    assert workload_core.run(settings, [tmp_path], keep=True, concurrency=2, console=quiet()) == 0
+    assert workload.run(settings, [tmp_path], keep=True, concurrency=2, console=quiet()) == 0
     assert sorted(o["Key"] for o in s3.list_objects_v2(Bucket="input")["Contents"]) == ["new.mp4", "old.mp4"]
     assert s3.list_objects_v2(Bucket="output")["KeyCount"] == 1
 
@@ -146,7 +146,7 @@ def test_no_path_uses_the_built_in_sample(s3, tmp_path, monkeypatch):
 
     monkeypatch.setattr(facepipe_tools.sample, "build_sample", fake_build_sample)
     settings = Settings(input_bucket="input", output_bucket="output")
-    assert workload_core.run(settings, [], keep=False, concurrency=2, console=quiet()) == 0
+    assert workload.run(settings, [], keep=False, concurrency=2, console=quiet()) == 0
     assert built == [REPO / "build" / "sample"]
     assert [o["Key"] for o in s3.list_objects_v2(Bucket="input")["Contents"]] == ["sample_a.mp4"]
 
@@ -157,17 +157,17 @@ def test_sample_build_failure_is_a_clear_error(s3, monkeypatch):
 
     monkeypatch.setattr(facepipe_tools.sample, "build_sample", broken)
     with pytest.raises(WorkloadError, match="could not build the built-in sample: ffmpeg is not installed"):
-        workload_core.run(Settings(), [], keep=False, concurrency=1, console=quiet())
+        workload.run(Settings(), [], keep=False, concurrency=1, console=quiet())
 
 
 def test_missing_bucket_and_empty_folder(s3, tmp_path):
     (tmp_path / "a.mp4").write_bytes(b"a")
     with pytest.raises(WorkloadError, match="bucket 'nope' does not exist"):
-        workload_core.run(Settings(input_bucket="nope"), [tmp_path], keep=False, concurrency=1, console=quiet())
+        workload.run(Settings(input_bucket="nope"), [tmp_path], keep=False, concurrency=1, console=quiet())
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(WorkloadError, match="no media files found"):
-        workload_core.run(Settings(), [empty], keep=False, concurrency=1, console=quiet())
+        workload.run(Settings(), [empty], keep=False, concurrency=1, console=quiet())
 
 
 def run_script(tmp_path: Path, *args: str, endpoint: str) -> subprocess.CompletedProcess:
@@ -196,25 +196,16 @@ def test_script_errors_are_one_clear_line(tmp_path):
     assert "Traceback" not in unreachable.stderr
 
 
-def test_script_uploads_to_a_server(tmp_path):
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
-    try:
-        client = boto3.client(
-            "s3", endpoint_url=endpoint, aws_access_key_id="testing", aws_secret_access_key="testing",
-            region_name="us-east-1",
-        )
-        client.create_bucket(Bucket="input")
-        client.create_bucket(Bucket="output")
-        make_tree(tmp_path / "v")
-        result = run_script(tmp_path, str(tmp_path / "v"), "--concurrency", "2", endpoint=endpoint)
-        keys = sorted(o["Key"] for o in client.list_objects_v2(Bucket="input")["Contents"])
-    finally:
-        server.stop()
+def test_script_uploads_to_a_server(tmp_path, moto_endpoint):
+    client = boto3.client(
+        "s3", endpoint_url=moto_endpoint, aws_access_key_id="testing", aws_secret_access_key="testing",
+        region_name="us-east-1",
+    )  # fmt: skip
+    client.create_bucket(Bucket="input")
+    client.create_bucket(Bucket="output")
+    make_tree(tmp_path / "v")
+    result = run_script(tmp_path, str(tmp_path / "v"), "--concurrency", "2", endpoint=moto_endpoint)
+    keys = sorted(o["Key"] for o in client.list_objects_v2(Bucket="input")["Contents"])
     assert result.returncode == 0, result.stderr
     assert "uploaded 5 file(s)" in result.stdout
     assert keys == ["a.MOV", "b.mp4", "c.webm", "photo.jpg"]
