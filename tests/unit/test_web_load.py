@@ -1,5 +1,5 @@
-"""workload.py --http: the load generator against a real HTTP server (the web tier under
-waitress, on moto S3 with the fake pipeline of tests/unit/webfake.py)."""
+"""workload.py --http: the load generator against a real HTTP server (the web tier over
+HTTP, on moto S3 with the fake pipeline of tests/unit/webfake.py)."""
 
 from __future__ import annotations
 
@@ -9,11 +9,9 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-import boto3
 import pytest
-from moto import mock_aws
 from rich.console import Console
-from waitress.server import create_server
+from werkzeug.serving import make_server
 
 from facepipe.settings import Settings
 from facepipe.web.app import create_app
@@ -24,21 +22,18 @@ from tests.unit.webfake import FakePipeline, media
 
 
 @pytest.fixture
-def web_url() -> Iterator[str]:
-    with mock_aws():
-        s3 = boto3.client("s3", region_name="us-east-1")
-        s3.create_bucket(Bucket="input")
-        s3.create_bucket(Bucket="output")
-        app = create_app(Settings(), WebSettings(result_timeout_s=10, poll_s=0.01), s3=s3)
-        server = create_server(app, host="127.0.0.1", port=0, threads=16)
-        thread = threading.Thread(target=server.run, daemon=True)
-        with FakePipeline(s3, delay_s=0.05):
-            thread.start()
-            try:
-                yield f"http://127.0.0.1:{server.effective_port}/"
-            finally:
-                server.close()
-                thread.join(timeout=5)
+def web_url(s3) -> Iterator[str]:
+    """The web tier over real HTTP (werkzeug's threaded server, which stops cleanly)."""
+    app = create_app(Settings(), WebSettings(result_timeout_s=10, poll_s=0.01), s3=s3)
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    with FakePipeline(s3, delay_s=0.05):
+        thread.start()
+        try:
+            yield f"http://127.0.0.1:{server.server_port}/"
+        finally:
+            server.shutdown()
+            thread.join(timeout=5)
 
 
 def make_files(folder: Path, specs: dict[str, str]) -> list[Path]:
