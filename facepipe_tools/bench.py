@@ -46,7 +46,6 @@ from datetime import datetime
 from pathlib import Path
 
 import psutil
-import requests
 from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import ClientError
 from rich.console import Console
@@ -59,11 +58,10 @@ from facepipe.clients import s3_client
 from facepipe.faces.known_faces import load_known_faces
 from facepipe.settings import Settings, load_settings
 from facepipe.upload_students import load_students
-from facepipe_tools import metrics_client
+from facepipe_tools import metrics_client, notifier_probe
 from facepipe_tools.checker import check
 from facepipe_tools.mapping import OK, MappingEntry, compare, load_mapping
 from facepipe_tools.paths import cse546_dir
-from facepipe_tools.polling import wait_for
 from facepipe_tools.stack import LocalStack, free_port, free_port_range
 from facepipe_tools.stats import percentile
 from facepipe_tools.workload import clear_bucket, collect_media
@@ -476,23 +474,9 @@ class BenchStack:
 
     # -- state
 
-    def backlog(self) -> int | None:
-        url = f"http://127.0.0.1:{self.stack.config.notifier_port}/healthz"
-        try:
-            return int(requests.get(url, timeout=5).json()["backlog"])
-        except (requests.RequestException, ValueError, KeyError):
-            return None
-
     def wait_idle(self, timeout_s: float = 120.0) -> None:
         """Until the notifier has nothing queued or running (twice in a row)."""
-        quiet = 0
-
-        def idle_twice() -> bool:
-            nonlocal quiet
-            quiet = quiet + 1 if self.backlog() == 0 else 0
-            return quiet >= 2
-
-        if not wait_for(idle_twice, timeout_s, interval_s=0.05):
+        if not notifier_probe.wait_idle(self.stack.settings_env()["NOTIFY_URL"], timeout_s, interval_s=0.05):
             raise BenchError(f"the notifier was still busy after {timeout_s:.0f} s")
 
     def clear(self) -> None:

@@ -75,7 +75,7 @@ from facepipe.answers import error_key, parse_csv, parse_error, picture_key, res
 from facepipe.clients import s3_client, sns_client
 from facepipe.notifier.setup import disable_notifications, ensure_bucket, setup_notifications
 from facepipe.settings import Settings
-from facepipe_tools import metrics_client
+from facepipe_tools import metrics_client, notifier_probe
 from facepipe_tools.mapping import OK, MappingEntry, compare, load_mapping
 from facepipe_tools.metrics_client import Samples
 from facepipe_tools.paths import cse546_dir
@@ -332,22 +332,9 @@ class StackClient:
 
     # -- notifier and gateway
 
-    def backlog(self) -> int | None:
-        try:
-            return int(requests.get(self.notify_url.rstrip("/") + "/healthz", timeout=5).json()["backlog"])
-        except (requests.RequestException, ValueError, KeyError):
-            return None
-
     def wait_idle(self, timeout_s: float = 120.0) -> bool:
         """Until the notifier reports an empty backlog twice in a row."""
-        idle_polls = 0
-
-        def idle_twice() -> bool:
-            nonlocal idle_polls
-            idle_polls = idle_polls + 1 if self.backlog() == 0 else 0
-            return idle_polls >= 2
-
-        return wait_for(idle_twice, timeout_s, interval_s=0.25)
+        return notifier_probe.wait_idle(self.notify_url, timeout_s)
 
     def wait_gateway_ready(self, timeout_s: float = 180.0) -> bool:
         """Until the gateway reports every function worker ready."""
