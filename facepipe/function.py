@@ -13,12 +13,16 @@ into an answer; `ObjectFunction` does the rest, the same for every task:
    of the other kind are deleted. Every answer records the input's ETag.
 
 That is four S3 requests for a new object: LIST, GET, PUT picture, PUT CSV.
+
+Steps 1-3 fit in `FUNCTION_TIMEOUT_S` (below of-watchdog's exec_timeout, whose 504 would
+leave the work running and the caller retrying beside it): past it the download or the
+computation stops and a `timeout` error record is written (422, final), or, when the object
+only waited for other objects' computations, the answer is 503 (retry).
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import tempfile
 import threading
 import time
@@ -45,6 +49,15 @@ class NotFound(Exception):
     """The object does not exist (any more)."""
 
 
+class Busy(Exception):
+    """The object waited for the computation its whole time limit: not its fault, worth a retry."""
+
+
+def timed_out(deadline: float | None) -> bool:
+    """Whether the monotonic `deadline` (None: no limit) has passed."""
+    return deadline is not None and time.monotonic() > deadline
+
+
 @dataclass
 class Computed:
     """A task's answer: the CSV, the picture beside it, and the fields of the JSON answer."""
@@ -56,8 +69,9 @@ class Computed:
 
 
 class Task(Protocol):
-    def compute(self, path: Path) -> Any:
-        """The CPU-bound part (run one at a time per process); raises MediaError."""
+    def compute(self, path: Path, deadline: float | None = None) -> Any:
+        """The CPU-bound part (run one at a time per process); raises MediaError, with kind
+        `timeout` once the monotonic `deadline` has passed."""
 
     def answer(self, computed: Any) -> Computed:
         """Lookups and rendering after `compute`, outside the one-at-a-time section."""
@@ -168,6 +182,8 @@ class ObjectFunction:
         if bucket != self.settings.input_bucket:
             raise BadRequest(f"bucket {bucket!r} is not the input bucket of this function")
         started = time.perf_counter()
+        limit = self.settings.function_timeout_s
+        deadline = time.monotonic() + limit if limit > 0 else None
         timings: dict[str, float] = {}
         found = answers.find(self.s3, self.settings.output_bucket, key)
         response = self._open(bucket, key)
@@ -182,7 +198,7 @@ class ObjectFunction:
                 if size > self.settings.max_object_bytes:
                     limit = self.settings.max_object_bytes
                     raise MediaError("too_large", f"object is {size} bytes, the limit is {limit} bytes")
-                computed = self.task.answer(self._compute(key, response["Body"], timings))
+                computed = self.task.answer(self._compute(key, response["Body"], timings, deadline))
             except MediaError as exc:
                 record = answers.render_error(key, exc.kind, exc.detail)
                 t = time.perf_counter()
@@ -203,19 +219,30 @@ class ObjectFunction:
             bucket, key, 200, "ok", answers.result_key(key), picture, details=computed.details, timings=timings
         )
 
-    def _compute(self, key: str, body: BinaryIO, timings: dict[str, float]) -> Any:
-        """Download to a temporary file (its name never comes from the key) and compute."""
+    def _compute(self, key: str, body: BinaryIO, timings: dict[str, float], deadline: float | None = None) -> Any:
+        """Download to a temporary file (its name never comes from the key) and compute, all
+        before `deadline`: past it a download or computation stops with a `timeout` MediaError,
+        a wait for the computation with Busy (the object was not looked at)."""
         fd, name = tempfile.mkstemp(prefix="facepipe-")
         path = Path(name)
+        limit = self.settings.function_timeout_s
         try:
             t = time.perf_counter()
             with os.fdopen(fd, "wb") as file:
-                shutil.copyfileobj(body, file, DOWNLOAD_CHUNK_BYTES)
+                while chunk := body.read(DOWNLOAD_CHUNK_BYTES):
+                    file.write(chunk)
+                    if timed_out(deadline):
+                        raise MediaError("timeout", f"the download took longer than {limit:g} s")
             timings["download"] = time.perf_counter() - t
             t = time.perf_counter()
-            with self._compute_lock:
+            wait = -1 if deadline is None else max(0.0, deadline - time.monotonic())
+            if not self._compute_lock.acquire(timeout=wait):
+                raise Busy(f"waited {limit:g} s for the computations of other objects")
+            try:
                 timings["queue"] = time.perf_counter() - t
-                return self.task.compute(path)
+                return self.task.compute(path, deadline)
+            finally:
+                self._compute_lock.release()
         finally:
             path.unlink(missing_ok=True)
 
@@ -226,6 +253,10 @@ class ObjectFunction:
         except NotFound as exc:
             log.info("object not found", key=key, bucket=bucket, outcome="not_found", detail=str(exc))
             metrics.VIDEOS.labels("not_found").inc()
+            raise
+        except Busy as exc:
+            log.warning("object not started in time", key=key, bucket=bucket, outcome="busy", detail=str(exc))
+            metrics.VIDEOS.labels("busy").inc()
             raise
         metrics.VIDEOS.labels(outcome.outcome).inc()
         for stage in metrics.STAGES:

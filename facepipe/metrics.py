@@ -17,3 +17,9 @@ VIDEO_SECONDS = Histogram(
     buckets=(0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10, 30, 60, 120),
 )
 FACES = Counter("facerec_faces", "Faces found, known or unknown", ["kind"])
+
+#: Every answer of the function's invocation route by HTTP status (not /healthz, not /metrics),
+#: including the 500 and 503 answers, so errors show on the dashboard.
+REQUESTS = Counter("facerec_requests", "Function invocations answered, by HTTP status", ["status"])
+for _status in ("200", "400", "404", "422", "500", "503"):
+    REQUESTS.labels(_status)  # present at 0 from the start: rate() works from the first error

@@ -61,6 +61,9 @@ class Settings:
     detect_width: int = 640
     face_encoder: str = "numpy"  # numpy | dlib (same descriptors; see facepipe.faces.encoder)
     ffmpeg_timeout_s: float = 60.0
+    #: The whole of one object (download, queue, decode, detection) must fit in this, below
+    #: of-watchdog's exec_timeout (2 m), so the function answers before the watchdog's 504.
+    function_timeout_s: float = 100.0
     student_cache_ttl_s: float = 300.0
     # Notifier
     notify_url: str = "http://127.0.0.1:8090/"

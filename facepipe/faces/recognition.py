@@ -12,7 +12,7 @@ from threadpoolctl import threadpool_limits
 
 from facepipe.faces.encoder import FaceEncoder
 from facepipe.faces.known_faces import KnownFaces
-from facepipe.media import Frame
+from facepipe.media import Frame, MediaError
 
 MAX_KEY_FRAMES = 4
 
@@ -103,7 +103,9 @@ class Recognizer:
             hits.append(FaceHit(frame.index, frame.time_s, box, name, round(distance, 4)))
         return hits
 
-    def recognize(self, frames: Iterable[Frame]) -> Recognition:
+    def recognize(self, frames: Iterable[Frame], deadline: float | None = None) -> Recognition:
+        """Recognise the faces of every frame; past the monotonic `deadline` (checked before each
+        frame's detection) stop with a `timeout` MediaError."""
         result = Recognition()
         iterator = iter(frames)
         while True:
@@ -112,6 +114,8 @@ class Recognizer:
             result.decode_s += time.perf_counter() - started
             if frame is None:
                 return result
+            if deadline is not None and time.monotonic() > deadline:
+                raise MediaError("timeout", f"the time limit ran out after {result.frames} frames")
             started = time.perf_counter()
             known_before = set(result.people)
             hits = self.recognize_frame(frame)

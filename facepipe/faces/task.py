@@ -41,16 +41,19 @@ class FaceRecognitionTask:
             encoder=settings.face_encoder,
         )
 
-    def compute(self, path: Path) -> Recognition:
-        """Frames of a local file, faces, matches (no S3, no DynamoDB)."""
+    def compute(self, path: Path, deadline: float | None = None) -> Recognition:
+        """Frames of a local file, faces, matches (no S3, no DynamoDB), before `deadline`."""
+        timeout_s = self.settings.ffmpeg_timeout_s
+        if deadline is not None:
+            timeout_s = min(timeout_s, max(0.0, deadline - time.monotonic()))
         frames = sample_frames(
             path,
             interval_s=self.settings.frame_interval_s,
             max_frames=self.settings.max_frames,
-            timeout_s=self.settings.ffmpeg_timeout_s,
+            timeout_s=timeout_s,
             keyframes_only=self.settings.frame_sampling == "keyframes",
         )
-        return self.recognizer.recognize(frames)
+        return self.recognizer.recognize(frames, deadline)
 
     def answer(self, recognition: Recognition) -> Computed:
         t = time.perf_counter()

@@ -3,8 +3,10 @@
 Request: JSON ``{"bucket": "...", "key": "..."}`` or a raw S3 / Ceph RGW event
 ``{"Records": [...]}``. Answers 200 with the people found, 422 (with an error record written
 to the output bucket) for media that cannot be read, 400 for a bad request, 404 for an object
-that does not exist, 503 when storage or the database is unreachable (worth a retry), 500 for
-a configuration error (the function then also reports not ready) or a bug.
+that does not exist, 503 when storage or the database is unreachable or the object waited its
+whole time limit (FUNCTION_TIMEOUT_S) behind others (worth a retry), 500 for a configuration
+error (the function then also reports not ready) or a bug. Work past the time limit stops with
+a `timeout` error record (422).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from facepipe import logs
 from facepipe.events import BadRequest, parse_function_request
 from facepipe.faces.task import FaceRecognitionTask
-from facepipe.function import NotFound, ObjectFunction
+from facepipe.function import Busy, NotFound, ObjectFunction
 from facepipe.settings import ConfigurationError, load_settings
 
 log = logs.get("facepipe.function")
@@ -71,6 +73,8 @@ def _process_one(bucket: str, key: str) -> tuple[int, dict]:
         return 400, {"bucket": bucket, "key": key, "error": str(exc)}
     except NotFound as exc:
         return 404, {"bucket": bucket, "key": key, "error": str(exc)}
+    except Busy as exc:
+        return 503, {"bucket": bucket, "key": key, "error": f"busy, retry later: {exc}"}
     except ConfigurationError as exc:
         log.error("not configured", key=key, bucket=bucket, outcome="configuration_error", detail=str(exc))
         return 500, {"bucket": bucket, "key": key, "error": f"the function is not configured correctly: {exc}"}

@@ -3,19 +3,38 @@
 of-watchdog (mode=http) forwards every request to this server; it builds the
 `event` and `context` objects the template defines and calls
 `handler.handle(event, context)`. The local runner starts exactly this file.
+
+Behaviour under of-watchdog (its source: pkg/watchdog.go, executor/http_runner.go):
+
+- SIGTERM (scale-down) reaches this process at once while the watchdog keeps forwarding for
+  its `healthcheck_interval`, then waits up to `write_timeout` for its requests. This process
+  drains: new invocations get 503 with Retry-After (the notifier retries them elsewhere),
+  requests in flight finish within DRAIN_TIMEOUT_S, then it exits 0 (1 when the grace ran
+  out). A non-zero exit makes the watchdog exit at once.
+- `max_inflight` limits every watchdog route, /metrics included: METRICS_PORT (off when unset
+  or 0; 8082 in the image, since the watchdog's own metrics take 8081) serves the metrics on
+  their own port for Prometheus. /metrics stays on the main port for the local runner.
+- Every invocation's answer is counted by HTTP status (facerec_requests_total).
 """
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 import sys
+import threading
+import time
+from collections.abc import Callable, Iterable
 
 import handler
 from flask import Flask, Response, request
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from waitress import serve
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest, start_http_server
+from waitress.server import create_server
+from werkzeug.wsgi import ClosingIterator
 
 from facepipe import logs
+from facepipe.metrics import REQUESTS
 from facepipe.settings import ConfigurationError
 
 log = logs.get("facepipe.function")
@@ -68,16 +87,167 @@ def call_handler(path: str) -> Response:
     return format_response(handler.handle(Event(), Context()))
 
 
+# ----------------------------------------------------------------------------- drain, counts
+
+#: Routes that are not invocations: not counted by status; /metrics is served while draining.
+NOT_INVOCATIONS = ("/healthz", "/metrics")
+RETRY_AFTER_S = 5
+
+
+class Drain:
+    """Requests in flight, and whether new ones are still taken (SIGTERM stops that)."""
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self.in_flight = 0
+        self.draining = False
+
+    def enter(self) -> bool:
+        """Count a new request in; False once draining (the request is refused)."""
+        with self._changed:
+            if self.draining:
+                return False
+            self.in_flight += 1
+            return True
+
+    def leave(self) -> None:
+        with self._changed:
+            self.in_flight -= 1
+            self._changed.notify_all()
+
+    def start(self) -> None:
+        with self._changed:
+            self.draining = True
+
+    def wait(self, timeout_s: float) -> bool:
+        """Whether every request in flight finished within `timeout_s`."""
+        with self._changed:
+            return self._changed.wait_for(lambda: self.in_flight == 0, timeout=timeout_s)
+
+
+class Gate:
+    """WSGI middleware: counts requests in and out for the drain, refuses new ones while
+    draining, and counts every invocation's answer by HTTP status."""
+
+    def __init__(self, app: Callable, drain: Drain) -> None:
+        self.app = app
+        self.drain = drain
+
+    def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        if path not in NOT_INVOCATIONS:
+            start_response = self._counting(start_response)
+        if path == "/metrics":
+            return self.app(environ, start_response)
+        if not self.drain.enter():
+            return self._refuse(path, start_response)
+        try:
+            answer = self.app(environ, start_response)
+        except BaseException:
+            self.drain.leave()
+            raise
+        # Left when the server closes the answer, after its body was handed over.
+        return ClosingIterator(answer, [self.drain.leave])
+
+    @staticmethod
+    def _counting(start_response: Callable) -> Callable:
+        def counted(status: str, headers: list, exc_info: object = None) -> Callable:
+            REQUESTS.labels(status.split(" ", 1)[0]).inc()
+            return start_response(status, headers, exc_info)
+
+        return counted
+
+    @staticmethod
+    def _refuse(path: str, start_response: Callable) -> list[bytes]:
+        if path == "/healthz":
+            body, content_type = b"not ready: shutting down\n", "text/plain"
+        else:
+            error = {"error": "the function is shutting down; retry the request"}
+            body, content_type = json.dumps(error).encode(), "application/json"
+        headers = [
+            ("Content-Type", content_type),
+            ("Content-Length", str(len(body))),
+            ("Retry-After", str(RETRY_AFTER_S)),
+        ]
+        start_response("503 Service Unavailable", headers)
+        return [body]
+
+
+drain = Drain()
+app.wsgi_app = Gate(app.wsgi_app, drain)  # type: ignore[method-assign]
+
+
+class Shutdown:
+    """SIGTERM: drain in a thread (the server's main loop keeps sending the answers), then
+    stop the server from the main thread with SystemExit, which waitress's loop handles."""
+
+    def __init__(self, drain: Drain, timeout_s: float) -> None:
+        self.drain = drain
+        self.timeout_s = timeout_s
+        self.server = None
+        self.exit_code: int | None = None
+
+    def on_signal(self, signum: int, frame: object) -> None:
+        if self.exit_code is not None:
+            raise SystemExit(self.exit_code)
+        if self.drain.draining:
+            return
+        self.drain.start()
+        log.info("draining", outcome="draining", in_flight=self.drain.in_flight, seconds=self.timeout_s)
+        threading.Thread(target=self._drain_then_stop, name="drain", daemon=True).start()
+
+    def _drain_then_stop(self) -> None:
+        started = time.monotonic()
+        drained = self.drain.wait(self.timeout_s) and self._flushed(started + self.timeout_s)
+        seconds = round(time.monotonic() - started, 3)
+        if drained:
+            log.info("drained", outcome="ok", seconds=seconds)
+        else:
+            log.warning("drain timed out", outcome="timeout", in_flight=self.drain.in_flight, seconds=seconds)
+        self.exit_code = 0 if drained else 1
+        # Wakes the main thread out of its select(): on_signal runs there and raises SystemExit.
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGTERM)
+
+    def _flushed(self, deadline: float) -> bool:
+        """Wait until the server has sent every answer (a finished request's bytes may still be
+        in a channel's buffer, written by the main loop)."""
+        while time.monotonic() < deadline:
+            try:
+                channels = list(getattr(self.server, "active_channels", {}).values())
+            except RuntimeError:  # changed while copied
+                continue
+            if all(not channel.requests and not channel.total_outbufs_len for channel in channels):
+                return True
+            time.sleep(0.02)
+        return False
+
+
+def _seconds(name: str, default: float) -> float:
+    value = float(os.getenv(name, str(default)))
+    if value < 0:
+        raise ValueError(f"{name} must not be negative")
+    return value
+
+
 def main() -> int:
     logs.setup()
+    host = os.getenv("HOST", "0.0.0.0")
+    # Default a little under the image's write_timeout, over FUNCTION_TIMEOUT_S plus the upload.
+    shutdown = Shutdown(drain, _seconds("DRAIN_TIMEOUT_S", 125.0))
+    signal.signal(signal.SIGTERM, shutdown.on_signal)
+    metrics_port = int(os.getenv("METRICS_PORT") or "0")
+    if metrics_port:
+        start_http_server(metrics_port, addr=host)
     try:
         handler.warm_up()
     except ConfigurationError as exc:
         # Keep serving: /healthz says why the function is not ready, requests get 500.
         log.error("not configured", outcome="configuration_error", detail=str(exc))
     port = int(os.getenv("PORT", "5000"))
-    serve(app, host=os.getenv("HOST", "0.0.0.0"), port=port, threads=4, ident="face-recognition")
-    return 0
+    shutdown.server = create_server(app, host=host, port=port, threads=4, ident="face-recognition")
+    log.info("serving", port=port, metrics_port=metrics_port or None, outcome="ok")
+    shutdown.server.run()  # returns on SystemExit (raised by Shutdown.on_signal) and on Ctrl-C
+    return shutdown.exit_code or 0
 
 
 if __name__ == "__main__":

@@ -355,3 +355,72 @@ def go_duration_seconds(value: str) -> float:
     parts = re.findall(r"(\d+(?:\.\d+)?)(ms|h|m|s)", value)
     assert parts and "".join(n + u for n, u in parts) == value, f"not a Go duration: {value!r}"
     return sum(float(number) * units[unit] for number, unit in parts)
+
+
+# ------------------------------------------------------------ OpenFaaS rules --
+
+# The gateway's defaults when a function has no com.openfaas.scale.* label
+# (openfaas/faas gateway/scaling/ranges.go).
+GATEWAY_DEFAULT_SCALING_FACTOR = 10
+
+
+def gateway_scaling_factor(labels: dict[str, str] | None) -> int:
+    """The scaling factor the OpenFaaS gateway derives from a function's labels.
+
+    Mirrors openfaas/faas gateway/plugin/external.go (ExternalServiceQuery.GetReplicas,
+    extractLabelValue): no label or a value that is not an integer gives the default;
+    an integer outside 1-100 is an error, which gateway/handlers/scaling.go
+    (MakeScalingHandler) turns into a 404 for every invocation when scale-from-zero is on,
+    as it is in the chart by default.
+    """
+    raw = (labels or {}).get("com.openfaas.scale.factor", "")
+    if not raw:
+        return GATEWAY_DEFAULT_SCALING_FACTOR
+    try:
+        value = int(raw)
+    except ValueError:
+        return GATEWAY_DEFAULT_SCALING_FACTOR
+    if not 0 < value <= 100:
+        raise ValueError(f"bad scaling factor: {value}, is not in range of [0 - 100]")
+    return value
+
+
+# Image references as docker and go-containerregistry parse them
+# (distribution/reference regexp.go): [domain[:port]/]path[:tag][@digest].
+_DOMAIN_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
+_DOMAIN = rf"(?:{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*|\[[0-9a-fA-F:]+\])(?::[0-9]+)?"
+_PATH_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+IMAGE_REFERENCE = re.compile(
+    rf"^(?:{_DOMAIN}/)?{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*"
+    r"(?::[\w][\w.-]{0,127})?(?:@[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,})?$"
+)
+
+
+def is_image_reference(reference: str) -> bool:
+    return len(reference) <= 255 and IMAGE_REFERENCE.match(reference) is not None
+
+
+def image_registry(reference: str) -> str:
+    """The registry host of an image reference (docker.io when none is named)."""
+    first, slash, _ = reference.partition("/")
+    if slash and ("." in first or ":" in first or first == "localhost" or first.lower() != first):
+        return first
+    return "docker.io"
+
+
+def deployment_docs() -> str:
+    """README.md and docs/*.md, where the install commands live."""
+    return "\n".join(path.read_text() for path in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))])
+
+
+def documented_gateway_timeouts() -> dict[str, float]:
+    """Seconds of the gateway's timeouts in the documented `helm upgrade --install openfaas ...`."""
+    found = dict(re.findall(r"gateway\.(upstreamTimeout|readTimeout|writeTimeout)=([0-9a-z.]+)", deployment_docs()))
+    return {key: go_duration_seconds(value) for key, value in found.items()}
+
+
+def documented_grace_period_s() -> int | None:
+    """terminationGracePeriodSeconds of the documented `kubectl patch` for Community Edition."""
+    found = set(re.findall(r'"terminationGracePeriodSeconds":\s*(\d+)', deployment_docs()))
+    assert len(found) <= 1, f"the docs give different grace periods: {found}"
+    return int(found.pop()) if found else None

@@ -23,8 +23,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import boto3
@@ -83,11 +85,11 @@ def _secrets(tmp: Path) -> Path:
     return secrets
 
 
-def _sample_video(tmp: Path) -> Path:
+def _sample_video(tmp: Path, seconds: int = 1) -> Path:
     if shutil.which("ffmpeg") is None:
         pytest.skip("ffmpeg is not installed")
     sample = pytest.importorskip("facepipe_tools.sample")
-    video = tmp / "hopper.mp4"
+    video = tmp / f"hopper{seconds}s.mp4"
     subprocess.run(
         [
             "ffmpeg",
@@ -99,7 +101,7 @@ def _sample_video(tmp: Path) -> Path:
             "-i",
             str(sample.photo("grace_hopper")),
             "-t",
-            "1",
+            str(seconds),
             "-r",
             "5",
             "-vf",
@@ -142,12 +144,20 @@ def _wait_until_up(url: str, process: subprocess.Popen, log: Path) -> None:
         pytest.fail(f"the function did not answer within 90 s:\n{log.read_text()[-3000:]}")
 
 
-def test_function_runs_as_in_its_container_and_answers(tmp_path: Path, moto_endpoint: str) -> None:
-    if not (FUNCTION_DIR / "index.py").is_file():
-        pytest.skip("functions/face-recognition/index.py is not there yet")
+def _s3(endpoint: str):
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id=FAKE_KEY,
+        aws_secret_access_key=FAKE_KEY,
+    )
+
+
+def _container_env(tmp_path: Path, moto_endpoint: str) -> tuple[Path, dict[str, str], list[str], str]:
+    """WORKDIR, environment, argv and the upstream URL of a function started as in its container."""
     home, env, argv = _container_layout(tmp_path)
     secrets = _secrets(tmp_path)
-    video = _sample_video(tmp_path)
     _prepare_storage(moto_endpoint)
 
     stack_env = deploylib.load_stack()["functions"]["face-recognition"]["environment"]
@@ -161,19 +171,34 @@ def test_function_runs_as_in_its_container_and_answers(tmp_path: Path, moto_endp
     env["PORT"] = str(port)
     upstream = env["upstream_url"].replace(":5000", f":{port}")
     assert env["upstream_url"] == "http://127.0.0.1:5000" and argv == ["python", "index.py"]
+    # The image serves the metrics on their own port too (the watchdog's own take 8081).
+    assert env["METRICS_PORT"] == "8082"
+    env["METRICS_PORT"] = str(free_port())
+    return home, env, argv, upstream
+
+
+def _stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.terminate()
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=10)
+
+
+def test_function_runs_as_in_its_container_and_answers(tmp_path: Path, moto_endpoint: str) -> None:
+    if not (FUNCTION_DIR / "index.py").is_file():
+        pytest.skip("functions/face-recognition/index.py is not there yet")
+    video = _sample_video(tmp_path)
+    home, env, argv, upstream = _container_env(tmp_path, moto_endpoint)
 
     log = tmp_path / "function.log"
     with log.open("w") as output:
         process = subprocess.Popen(argv, cwd=home, env=env, stdout=output, stderr=subprocess.STDOUT)
     try:
         _wait_until_up(f"{upstream}/healthz", process, log)
-        s3 = boto3.client(
-            "s3",
-            endpoint_url=moto_endpoint,
-            region_name="us-east-1",
-            aws_access_key_id=FAKE_KEY,
-            aws_secret_access_key=FAKE_KEY,
-        )
+        s3 = _s3(moto_endpoint)
 
         bad = requests.post(upstream, data=b"not json", timeout=30)
         assert bad.status_code == 400 and "error" in bad.json()
@@ -198,10 +223,62 @@ def test_function_runs_as_in_its_container_and_answers(tmp_path: Path, moto_endp
         assert 'facerec_videos_total{outcome="error"} 1.0' in text
         assert 'facerec_videos_total{outcome="not_found"} 1.0' in text
         assert "facerec_video_seconds_bucket" in text and 'facerec_stage_seconds_count{stage="detect"}' in text
+        for status in (200, 400, 404, 422):
+            assert f'facerec_requests_total{{status="{status}"}} 1.0' in text
+        # The same registry on METRICS_PORT, outside the watchdog's max_inflight.
+        own = requests.get(f"http://127.0.0.1:{env['METRICS_PORT']}/metrics", timeout=10)
+        assert own.status_code == 200 and 'facerec_videos_total{outcome="ok"} 1.0' in own.text
     finally:
-        process.terminate()
+        _stop(process)
+    assert process.returncode == 0, log.read_text()[-3000:]
+
+
+def test_sigterm_drains_the_request_in_flight(tmp_path: Path, moto_endpoint: str) -> None:
+    """As on scale-down: SIGTERM while a long request is in flight. That request completes
+    with 200 and its answer is written, a request sent after SIGTERM is refused with 503 and
+    Retry-After, and the process exits 0."""
+    video = _sample_video(tmp_path, seconds=10)
+    home, env, argv, upstream = _container_env(tmp_path, moto_endpoint)
+    # Every frame of the clip is looked at: a request of several seconds.
+    env.update({"FRAME_SAMPLING": "interval", "FRAME_INTERVAL_S": "0", "MAX_FRAMES": "50"})
+    work = tmp_path / "work"
+    work.mkdir()
+    env["TMPDIR"] = str(work)
+    s3 = _s3(moto_endpoint)
+    s3.upload_file(str(video), INPUT, "long.mp4")
+
+    log = tmp_path / "function.log"
+    with log.open("w") as output:
+        process = subprocess.Popen(argv, cwd=home, env=env, stdout=output, stderr=subprocess.STDOUT)
+    try:
+        _wait_until_up(f"{upstream}/healthz", process, log)
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            long = pool.submit(requests.post, upstream, json={"bucket": INPUT, "key": "long.mp4"}, timeout=120)
+            # In flight: the object is in the function's temporary folder.
+            assert wait_for(lambda: any(work.glob("facepipe-*")), timeout_s=60), log.read_text()[-3000:]
+            process.send_signal(signal.SIGTERM)
+            draining = wait_for(lambda: _log_events(log, "draining"), timeout_s=30)
+            assert draining and draining[0]["in_flight"] == 1, log.read_text()[-3000:]
+            late = requests.post(upstream, json={"bucket": INPUT, "key": "long.mp4"}, timeout=30)
+            assert late.status_code == 503 and late.headers["Retry-After"], late.text
+            answer = long.result(timeout=120)
+        assert answer.status_code == 200 and answer.json()["frames"] == 50, answer.text
+        csv = s3.get_object(Bucket=OUTPUT, Key="long.csv")["Body"].read().decode()
+        assert csv.splitlines() == ["name,major,year", "grace_hopper,computer_science,senior"]
+        assert process.wait(timeout=60) == 0, log.read_text()[-3000:]
+        assert _log_events(log, "drained"), log.read_text()[-3000:]
+    finally:
+        _stop(process)
+
+
+def _log_events(log: Path, event: str) -> list[dict]:
+    """The function's JSON log lines for `event`."""
+    lines = []
+    for line in log.read_text().splitlines():
         try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and record.get("event") == event:
+            lines.append(record)
+    return lines

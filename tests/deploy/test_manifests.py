@@ -329,13 +329,30 @@ def test_service_and_monitors_select_the_right_pods(manifests: list[Manifest], s
     assert monitor.namespace == service.namespace
     assert monitor.doc["spec"]["selector"]["matchLabels"].items() <= service.doc["metadata"]["labels"].items()
     assert monitor.doc["spec"]["endpoints"][0]["port"] == service.doc["spec"]["ports"][0]["name"]
-    # faas-netes labels function pods faas_function=<name> and names the watchdog port "http".
+    # faas-netes labels function pods faas_function=<name> and declares one port, "http"
+    # (openfaas/faas-netes pkg/handlers/deploy.go).
     ((function_name, function),) = stack["functions"].items()
     pod_monitor = one(manifests, "PodMonitor")
     assert pod_monitor.namespace == function["namespace"]
     assert pod_monitor.doc["spec"]["selector"]["matchLabels"] == {"faas_function": function_name}
-    assert pod_monitor.doc["spec"]["podMetricsEndpoints"][0]["port"] == "http"
-    assert pod_monitor.doc["spec"]["podMetricsEndpoints"][0]["path"] == "/metrics"
+    # Scraped ports: each endpoint keeps the one declared port (one target per pod) and
+    # rewrites __address__ to an undeclared port, the way prometheus-operator's
+    # podmonitor_types.go says (port/portNumber/targetPort only filter on declared ports).
+    scraped = set()
+    for endpoint in pod_monitor.doc["spec"]["podMetricsEndpoints"]:
+        assert endpoint["port"] == "http" and endpoint["path"] == "/metrics"
+        assert "portNumber" not in endpoint and "targetPort" not in endpoint
+        (relabel,) = endpoint["relabelings"]
+        assert relabel["sourceLabels"] == ["__address__"] and relabel["targetLabel"] == "__address__"
+        assert relabel.get("action", "replace") == "replace"
+        match = re.fullmatch(r"\$\{1\}:(\d+)", relabel["replacement"])
+        assert match, relabel
+        for address in ("10.1.2.3:8080", "[fd00::7]:8080"):
+            rewritten = re.sub(f"^(?:{relabel['regex']})$", relabel["replacement"].replace("${1}", r"\1"), address)
+            assert rewritten == f"{address.rpartition(':')[0]}:{match.group(1)}"
+        scraped.add(int(match.group(1)))
+    # The function's own metrics (outside max_inflight) and of-watchdog's (8081, fixed).
+    assert scraped == {int(function["environment"]["METRICS_PORT"]), 8081}
 
 
 def _metric_names_in_code() -> set[str]:
@@ -364,8 +381,14 @@ def test_autoscaler_scales_the_function_on_the_notifier_backlog(manifests: list[
     assert "facerec_notifier_backlog" in _metric_names_in_code()
     assert f'namespace="{one(manifests, "Deployment", "notifier").namespace}"' in query
     assert float(trigger["metadata"]["threshold"]) > 0
-    # The CE autoscaler must not fight KEDA.
-    assert function["labels"]["com.openfaas.scale.factor"] == "0"
+    # The gateway accepts the function's scaling labels (a factor outside 1-100 is a 404 on
+    # every invocation), and `faas-cli up` does not reset KEDA's count (no scale.min).
+    assert 1 <= deploylib.gateway_scaling_factor(function["labels"]) <= 100
+    assert "com.openfaas.scale.min" not in function["labels"]
+    # KEDA applies cooldownPeriod only when scaling to 0: with a minimum of 1 it would only mislead.
+    assert scaled.doc["spec"]["minReplicaCount"] >= 1 and "cooldownPeriod" not in scaled.doc["spec"]
+    behavior = scaled.doc["spec"]["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]
+    assert behavior["scaleDown"]["stabilizationWindowSeconds"] > 0
 
 
 def test_dashboard_panels_use_metrics_that_exist() -> None:
@@ -387,6 +410,8 @@ def test_notifier_waits_longer_than_the_function_may_run(manifests: list[Manifes
     exec_timeout = deploylib.go_duration_seconds(function["environment"]["exec_timeout"])
     invoke_timeout = float(one(manifests, "ConfigMap", "facepipe").doc["data"]["INVOKE_TIMEOUT_S"])
     assert exec_timeout < invoke_timeout <= exec_timeout + 30
+    # ... and longer than the gateway, so that it gets the gateway's answer.
+    assert invoke_timeout > deploylib.documented_gateway_timeouts()["upstreamTimeout"]
 
 
 @pytest.mark.parametrize("path", deploylib.manifest_files(), ids=lambda p: str(p.relative_to(K8S)))

@@ -6,6 +6,8 @@ import re
 from dataclasses import fields
 from pathlib import Path
 
+import pytest
+
 from facepipe.settings import DEFAULT_SECRETS_DIR, Settings
 from facepipe_tools.cluster import FUNCTION_SECRET, KNOWN_FACES_KEY
 from tests.deploy import deploylib
@@ -40,10 +42,15 @@ RESOURCES = {"memory", "cpu"}
 CONFIGURATION = {"templates", "copy"}
 # Read by of-watchdog, and by index.py besides the facepipe settings.
 WATCHDOG_ENV = {"read_timeout", "write_timeout", "exec_timeout", "max_inflight", "healthcheck_interval"}
-INDEX_ENV = {"LOG_LEVEL", "HOST", "PORT", "MAX_REQUEST_BYTES"}
+INDEX_ENV = {"LOG_LEVEL", "HOST", "PORT", "MAX_REQUEST_BYTES", "METRICS_PORT", "DRAIN_TIMEOUT_S"}
 SETTING_NAMES = {f.name.upper() for f in fields(Settings)}
-# OpenFaaS gateway timeout the docs ask for (gateway.upstreamTimeout).
-GATEWAY_UPSTREAM_TIMEOUT_S = 120.0
+# of-watchdog's own ports: the function (port, 8080) and its Prometheus metrics, fixed at
+# 8081 (openfaas/of-watchdog config/config.go, MetricsPort).
+WATCHDOG_PORTS = {8080, 8081}
+# faas-netes (OpenFaaS Standard) sets a function's terminationGracePeriodSeconds to
+# write_timeout + 2 s (openfaas/faas-netes c3962e34 and 3ab2d578, getTerminationGracePeriodSeconds;
+# removed from Community Edition by 09d44a46, where the docs patch it in).
+GRACE_JITTER_S = 2
 
 
 def test_only_fields_faas_cli_knows(stack: dict) -> None:
@@ -62,14 +69,41 @@ def test_gateway_and_image_come_from_the_environment() -> None:
     text = deploylib.STACK_FILE.read_text()
     assert "${OPENFAAS_URL:-http://127.0.0.1:8080}" in text
     assert re.search(r"image: \$\{REGISTRY:-[^}]+\}/face-recognition:\$\{TAG:-[^}]+\}", text)
-    default = deploylib.load_stack()
     custom = deploylib.load_stack(
         {"REGISTRY": "registry.example.com/team", "TAG": "1.2.3", "OPENFAAS_URL": "https://faas.example.com"}
     )
-    assert default["functions"]["face-recognition"]["image"] == "localhost:5000/face-recognition:0.1.0"
     assert custom["functions"]["face-recognition"]["image"] == "registry.example.com/team/face-recognition:1.2.3"
     assert custom["provider"]["gateway"] == "https://faas.example.com"
-    assert "${" not in str(default)
+    assert "${" not in str(deploylib.load_stack())
+
+
+def test_the_default_image_cannot_be_pushed_or_deployed() -> None:
+    """Without REGISTRY the image reference is invalid, so build, push and deploy stop at once.
+
+    A default that parses would be pushed somewhere that cannot work: localhost:5000 is, inside
+    the cluster, the faas-netes pod itself, and Community Edition deploys only images that it
+    can pull anonymously (openfaas/faas-netes pkg/handlers/validate.go, isAnonymous).
+    """
+    default = deploylib.load_stack()["functions"]["face-recognition"]["image"]
+    assert not deploylib.is_image_reference(default), default
+    assert "REGISTRY" in default, "the image must say what is missing"
+    assert "localhost" not in default and "127.0.0.1" not in default
+    # What docs/deploy.md offers for Community Edition parses, with the registry it names.
+    for registry, host in (
+        ("docker.io/someone", "docker.io"),
+        ("ghcr.io/someone", "ghcr.io"),
+        ("ttl.sh/3f2a9c1e-facepipe", "ttl.sh"),
+        ("someone", "docker.io"),
+        ("registry.example.com:5000/team", "registry.example.com:5000"),
+    ):
+        image = deploylib.load_stack({"REGISTRY": registry})["functions"]["face-recognition"]["image"]
+        assert deploylib.is_image_reference(image), image
+        assert deploylib.image_registry(image) == host
+    # The reference check itself rejects what docker rejects.
+    for bad in ("someone/Face-recognition:1", "/face-recognition:1", "a b/c:1", "REGISTRY_NOT_SET/x"):
+        assert not deploylib.is_image_reference(bad), bad
+    docs = deploylib.deployment_docs()
+    assert "export REGISTRY=" in docs and "isAnonymous" in docs
 
 
 def test_function_is_built_from_our_dockerfile_with_the_shared_package(stack: dict) -> None:
@@ -108,16 +142,43 @@ def test_environment_holds_settings_and_watchdog_timeouts(stack: dict) -> None:
         assert secret_setting not in env, f"{secret_setting} belongs in the OpenFaaS secret"
     assert "DYNAMODB_ENDPOINT_URL" not in env, "DynamoDB is AWS in the cluster"
     timeouts = {
-        key: deploylib.go_duration_seconds(env[key]) for key in ("read_timeout", "write_timeout", "exec_timeout")
+        key: deploylib.go_duration_seconds(env[key])
+        for key in ("read_timeout", "write_timeout", "exec_timeout", "healthcheck_interval")
     }
-    assert len(set(timeouts.values())) == 1 and 0 < timeouts["exec_timeout"] <= GATEWAY_UPSTREAM_TIMEOUT_S
+    # The watchdog answers 504 at exec_timeout, before its server's write deadline.
+    assert 0 < timeouts["exec_timeout"] < timeouts["write_timeout"]
+    assert timeouts["read_timeout"] <= timeouts["write_timeout"]
+    # After SIGTERM of-watchdog waits healthcheck_interval, then up to write_timeout for the
+    # requests in flight (of-watchdog pkg/watchdog.go, listenUntilShutdown); a request taken
+    # just before the pod left the endpoints ends by healthcheck_interval + exec_timeout, which
+    # the grace period (write_timeout + 2 s) must cover.
+    grace = timeouts["write_timeout"] + GRACE_JITTER_S
+    assert timeouts["healthcheck_interval"] + timeouts["exec_timeout"] <= grace
+    # The function stops its own work before exec_timeout.
+    function_timeout = env.get("FUNCTION_TIMEOUT_S")
+    if function_timeout is not None:
+        assert float(function_timeout) < timeouts["exec_timeout"]
     # The image's defaults match (the function behaves the same without stack.yml).
     _, stages = deploylib.parse_dockerfile(FUNCTION_DOCKERFILE)
     image_env = deploylib.dockerfile_env(stages[-1])
     for key, seconds in timeouts.items():
-        assert deploylib.go_duration_seconds(image_env[key]) == seconds
-    docs = "\n".join(path.read_text() for path in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))])
-    assert "gateway.upstreamTimeout=2m" in docs, "the deployment docs must set the gateway's timeout"
+        assert deploylib.go_duration_seconds(image_env[key]) == seconds, f"{key}: stack.yml and the Dockerfile differ"
+    # The gateway (and faas-netes, which takes the same values) waits at least as long.
+    gateway = deploylib.documented_gateway_timeouts()
+    assert set(gateway) == {"upstreamTimeout", "readTimeout", "writeTimeout"}, gateway
+    assert gateway["upstreamTimeout"] >= timeouts["write_timeout"]
+    # The chart: upstreamTimeout "Must be smaller than read/write_timeout".
+    assert gateway["readTimeout"] > gateway["upstreamTimeout"] < gateway["writeTimeout"]
+    # Community Edition sets no grace period (Kubernetes' 30 s): the docs patch it in.
+    assert deploylib.documented_grace_period_s() == grace
+
+
+def test_metrics_are_served_beside_the_watchdog(stack: dict) -> None:
+    (function,) = stack["functions"].values()
+    port = int(function["environment"]["METRICS_PORT"])
+    assert 1024 < port < 65536 and port not in WATCHDOG_PORTS
+    _, stages = deploylib.parse_dockerfile(FUNCTION_DOCKERFILE)
+    assert deploylib.dockerfile_env(stages[-1]).get("METRICS_PORT") == str(port)
 
 
 def test_secrets_and_known_faces(stack: dict) -> None:
@@ -147,9 +208,32 @@ def test_community_edition_scaling_labels(stack: dict) -> None:
     (function,) = stack["functions"].values()
     labels = function["labels"]
     assert deploylib.label_errors(labels) == []
-    assert 1 <= int(labels["com.openfaas.scale.min"]) <= int(labels["com.openfaas.scale.max"]) <= 5
-    assert labels["com.openfaas.scale.factor"] == "0"
+    # A factor outside 1-100 makes the gateway answer 404 to every invocation.
+    assert 1 <= deploylib.gateway_scaling_factor(labels) <= 100
+    # scale.min would reset KEDA's replica count on every `faas-cli up`
+    # (openfaas/faas-netes pkg/handlers/update.go, getMinReplicaCount).
+    assert "com.openfaas.scale.min" not in labels
+    # Community Edition refuses scale.min/max above 5 (pkg/handlers/validate.go) and the
+    # labels of the paid autoscaler (scale.zero, scale.target, scale.type).
+    for key in ("com.openfaas.scale.min", "com.openfaas.scale.max"):
+        if key in labels:
+            assert 1 <= int(labels[key]) <= 5
+    assert not {"com.openfaas.scale.target", "com.openfaas.scale.type", "com.openfaas.scale.zero-duration"} & set(
+        labels
+    )
+    assert labels.get("com.openfaas.scale.zero", "false") == "false"
     assert function["namespace"] == "openfaas-fn"
+
+
+def test_the_scaling_factor_rule_is_the_gateways() -> None:
+    """deploylib.gateway_scaling_factor follows openfaas/faas gateway/plugin/external.go."""
+    assert deploylib.gateway_scaling_factor({}) == deploylib.GATEWAY_DEFAULT_SCALING_FACTOR
+    assert deploylib.gateway_scaling_factor({"com.openfaas.scale.factor": "not a number"}) == 10
+    for good in ("1", "20", "100"):
+        assert deploylib.gateway_scaling_factor({"com.openfaas.scale.factor": good}) == int(good)
+    for bad in ("0", "101", "-1"):
+        with pytest.raises(ValueError, match="bad scaling factor"):
+            deploylib.gateway_scaling_factor({"com.openfaas.scale.factor": bad})
 
 
 def test_resources_and_read_only_root(stack: dict) -> None:

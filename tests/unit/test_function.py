@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import boto3
@@ -13,9 +15,13 @@ import cv2
 import numpy as np
 import pytest
 from moto import mock_aws
+from prometheus_client import REGISTRY
 
 from facepipe.answers import Student, parse_csv
+from facepipe.faces.recognition import Recognizer
+from facepipe.media import MediaError, sample_frames
 from facepipe.upload_students import ensure_table, load_students, write_students
+from facepipe_tools.polling import wait_for
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 FUNCTION_DIR = REPO_ROOT / "functions" / "face-recognition"
@@ -258,12 +264,12 @@ def test_concurrent_requests_share_io_but_not_compute(env, sample_dir: Path, mon
     guard = threading.Lock()
     real = task.compute
 
-    def counting(path):
+    def counting(path, deadline=None):
         with guard:
             running[0] += 1
             most[0] = max(most[0], running[0])
         try:
-            return real(path)
+            return real(path, deadline)
         finally:
             with guard:
                 running[0] -= 1
@@ -302,3 +308,101 @@ def test_configuration_error_is_500_and_not_ready(env, monkeypatch: pytest.Monke
     health = env["client"].get("/healthz")
     assert health.status_code == 503 and health.get_data(as_text=True).startswith("not ready:")
     assert not {k for k in output_keys(env) if k.startswith("config")}
+
+
+# ------------------------------------------------------------------ the function's own deadline
+
+
+def _time_limit(env, monkeypatch: pytest.MonkeyPatch, seconds: float):
+    service = env["index"].handler.function()
+    monkeypatch.setattr(service, "settings", dataclasses.replace(service.settings, function_timeout_s=seconds))
+    return service
+
+
+def test_recognition_stops_at_the_deadline(env, sample_dir: Path) -> None:
+    recognizer: Recognizer = env["index"].handler.function().task.recognizer
+    with pytest.raises(MediaError) as raised:
+        recognizer.recognize(sample_frames(sample_dir / "sample_both.mp4"), deadline=time.monotonic() - 1)
+    assert raised.value.kind == "timeout"
+    ahead = recognizer.recognize(sample_frames(sample_dir / "sample_both.mp4"), deadline=time.monotonic() + 600)
+    assert ahead.people == ["grace_hopper", "eileen_collins"]
+
+
+def test_work_past_the_time_limit_stops_with_a_timeout_record(env, sample_dir: Path, monkeypatch) -> None:
+    """FUNCTION_TIMEOUT_S bounds download, decode and detection: the first frame's detection
+    outlasts it, the work stops there and a `timeout` error record is written (422)."""
+    service = _time_limit(env, monkeypatch, 2.0)
+    recognizer = service.task.recognizer
+    real = recognizer.recognize_frame
+    frames_seen = []
+
+    def slow_first_frame(frame):
+        if not frames_seen:
+            started = time.monotonic()
+            wait_for(lambda: time.monotonic() - started > 2.5, timeout_s=10)
+        frames_seen.append(frame.index)
+        return real(frame)
+
+    monkeypatch.setattr(recognizer, "recognize_frame", slow_first_frame)
+    upload(env, "slow.webm", (sample_dir / "sample_collins_late.webm").read_bytes())
+    status, body = invoke(env, {"bucket": "input", "key": "slow.webm"})
+    assert status == 422 and body["error"]["error"] == "timeout", body
+    assert json.loads(read_output(env, "slow.error.json"))["error"] == "timeout"
+    assert frames_seen == [0] and not {"slow.csv", "slow.jpg"} & output_keys(env)
+
+
+def test_a_download_past_the_time_limit_stops(env, sample_dir: Path, monkeypatch) -> None:
+    _time_limit(env, monkeypatch, 1e-9)
+    upload(env, "slowdl.mp4", (sample_dir / "sample_hopper.mp4").read_bytes())
+    status, body = invoke(env, {"bucket": "input", "key": "slowdl.mp4"})
+    assert status == 422 and body["error"] == {"error": "timeout", "detail": body["error"]["detail"]}
+    assert "download" in body["error"]["detail"]
+
+
+def test_waiting_behind_others_past_the_time_limit_is_a_retryable_503(env, sample_dir: Path, monkeypatch) -> None:
+    """An object that never got to the computation is not at fault: 503, nothing written."""
+    service = _time_limit(env, monkeypatch, 0.5)
+    upload(env, "queued.mp4", (sample_dir / "sample_hopper.mp4").read_bytes())
+    with service._compute_lock:  # another object's computation, for longer than the limit
+        status, body = invoke(env, {"bucket": "input", "key": "queued.mp4"})
+    assert status == 503 and "busy" in body["error"]
+    assert not {k for k in output_keys(env) if k.startswith("queued")}
+
+
+# ------------------------------------------------------------------ answers counted by status
+
+
+def _answers(status: int) -> float:
+    return REGISTRY.get_sample_value("facerec_requests_total", {"status": str(status)}) or 0.0
+
+
+def test_every_answer_is_counted_by_status(env, sample_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    index = env["index"]
+    before = {status: _answers(status) for status in (200, 400, 404, 405, 422, 500, 503)}
+    upload(env, "counted-ok.jpg", (sample_dir / "sample_hopper_photo.jpg").read_bytes())
+    upload(env, "counted-bad.mp4", b"not a video")
+    assert invoke(env, {"bucket": "input", "key": "counted-ok.jpg"})[0] == 200
+    assert invoke(env, b"{not json")[0] == 400
+    assert invoke(env, {"bucket": "input", "key": "counted-missing.mp4"})[0] == 404
+    assert invoke(env, {}, method="GET")[0] == 405
+    assert invoke(env, {"bucket": "input", "key": "counted-bad.mp4"})[0] == 422
+
+    def bug(event, context):
+        raise RuntimeError("a bug")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(index.handler, "handle", bug)
+        assert invoke(env, {"bucket": "input", "key": "counted-ok.jpg"})[0] == 500
+    index.drain.start()  # as on SIGTERM
+    try:
+        refused = env["client"].post("/", json={"bucket": "input", "key": "counted-ok.jpg"})
+        health = env["client"].get("/healthz")
+        scrape = env["client"].get("/metrics")
+    finally:
+        index.drain.draining = False
+    assert refused.status_code == 503 and refused.headers["Retry-After"] and "retry" in refused.get_json()["error"]
+    assert health.status_code == 503 and scrape.status_code == 200
+    counted = {status: _answers(status) - before[status] for status in before}
+    assert counted == {200: 1, 400: 1, 404: 1, 405: 1, 422: 1, 500: 1, 503: 1}
+    text = scrape.get_data(as_text=True)
+    assert 'facerec_requests_total{status="503"}' in text
