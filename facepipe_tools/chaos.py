@@ -1659,6 +1659,8 @@ def run_chaos(options: ChaosOptions) -> int:
             _say(f"chaos: the stack stays up (state {state_dir}); stop it with "
                  f"`python -m facepipe_tools.stack down --state-dir {state_dir}`")  # fmt: skip
         else:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # let the stack stop completely
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
             with contextlib.suppress(Exception):
                 stack.down()
             if options.state_dir is None:
@@ -1711,6 +1713,7 @@ def main(argv: list[str] | None = None) -> int:
         state_dir=args.state_dir.resolve() if args.state_dir else None,
         keep=args.keep,
     )
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM stops the run as Ctrl-C does
     try:
         return run_chaos(options)
     except ChaosError as exc:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +19,12 @@ from tests.aws import moto_server
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DATA_DIR = REPO_ROOT / "data"
 FUNCTION_DIR = REPO_ROOT / "functions" / "face-recognition"
+
+def pytest_configure(config: pytest.Config) -> None:
+    """SIGTERM (a CI time limit, `kill`) ends the run as Ctrl-C does, so that the fixtures
+    still stop the stacks and servers they started."""
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+
 
 # Tests never read the developer's .env: each test states the settings it needs.
 os.environ["FACEPIPE_ENV_FILE"] = str(REPO_ROOT / "tests" / "no-such.env")
