@@ -182,8 +182,8 @@ class ObjectFunction:
         if bucket != self.settings.input_bucket:
             raise BadRequest(f"bucket {bucket!r} is not the input bucket of this function")
         started = time.perf_counter()
-        limit = self.settings.function_timeout_s
-        deadline = time.monotonic() + limit if limit > 0 else None
+        time_limit = self.settings.function_timeout_s
+        deadline = time.monotonic() + time_limit if time_limit > 0 else None
         timings: dict[str, float] = {}
         found = answers.find(self.s3, self.settings.output_bucket, key)
         response = self._open(bucket, key)
@@ -196,9 +196,10 @@ class ObjectFunction:
             try:
                 size = response.get("ContentLength", 0)
                 if size > self.settings.max_object_bytes:
-                    limit = self.settings.max_object_bytes
-                    raise MediaError("too_large", f"object is {size} bytes, the limit is {limit} bytes")
-                computed = self.task.answer(self._compute(key, response["Body"], timings, deadline))
+                    raise MediaError(
+                        "too_large", f"object is {size} bytes, the limit is {self.settings.max_object_bytes} bytes"
+                    )
+                computed = self.task.answer(self._compute(response["Body"], timings, deadline))
             except MediaError as exc:
                 record = answers.render_error(key, exc.kind, exc.detail)
                 t = time.perf_counter()
@@ -219,25 +220,25 @@ class ObjectFunction:
             bucket, key, 200, "ok", answers.result_key(key), picture, details=computed.details, timings=timings
         )
 
-    def _compute(self, key: str, body: BinaryIO, timings: dict[str, float], deadline: float | None = None) -> Any:
+    def _compute(self, body: BinaryIO, timings: dict[str, float], deadline: float | None = None) -> Any:
         """Download to a temporary file (its name never comes from the key) and compute, all
         before `deadline`: past it a download or computation stops with a `timeout` MediaError,
         a wait for the computation with Busy (the object was not looked at)."""
         fd, name = tempfile.mkstemp(prefix="facepipe-")
         path = Path(name)
-        limit = self.settings.function_timeout_s
+        time_limit = self.settings.function_timeout_s
         try:
             t = time.perf_counter()
             with os.fdopen(fd, "wb") as file:
                 while chunk := body.read(DOWNLOAD_CHUNK_BYTES):
                     file.write(chunk)
                     if timed_out(deadline):
-                        raise MediaError("timeout", f"the download took longer than {limit:g} s")
+                        raise MediaError("timeout", f"the download took longer than {time_limit:g} s")
             timings["download"] = time.perf_counter() - t
             t = time.perf_counter()
             wait = -1 if deadline is None else max(0.0, deadline - time.monotonic())
             if not self._compute_lock.acquire(timeout=wait):
-                raise Busy(f"waited {limit:g} s for the computations of other objects")
+                raise Busy(f"waited {time_limit:g} s for the computations of other objects")
             try:
                 timings["queue"] = time.perf_counter() - t
                 return self.task.compute(path, deadline)

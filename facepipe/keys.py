@@ -12,6 +12,7 @@ VIDEO_SUFFIXES = frozenset(
 IMAGE_SUFFIXES = frozenset(".jpg .jpeg .png .bmp .webp .tif .tiff".split())
 MEDIA_SUFFIXES = VIDEO_SUFFIXES | IMAGE_SUFFIXES
 
+
 def is_media_name(name: str) -> bool:
     return posixpath.splitext(name.lower())[1] in MEDIA_SUFFIXES
 

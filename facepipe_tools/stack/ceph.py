@@ -130,6 +130,14 @@ class CephDaemon(Component):
     def before_start(self, config: StackConfig) -> None:
         write_ceph_conf(self.paths, config)
 
+    def _socket_state(self, socket_name: str, command: str, healthy: str) -> tuple[bool, str]:
+        """Health from the daemon's admin socket: the `state` its `command` reports."""
+        try:
+            state = admin_socket(str(self.paths.run_dir / socket_name), command).get("state", "?")
+        except (OSError, ValueError) as err:
+            return False, f"admin socket: {err}"
+        return state == healthy, f"state {state}"
+
 
 class Mon(CephDaemon):
     name = "mon"
@@ -142,11 +150,7 @@ class Mon(CephDaemon):
         return [config.mon_port]
 
     def health(self, config: StackConfig) -> tuple[bool, str]:
-        try:
-            state = admin_socket(str(self.paths.run_dir / "ceph-mon.a.asok"), "mon_status").get("state", "?")
-        except (OSError, ValueError) as err:
-            return False, f"admin socket: {err}"
-        return state == "leader", f"state {state}"
+        return self._socket_state("ceph-mon.a.asok", "mon_status", healthy="leader")
 
 
 class Osd(CephDaemon):
@@ -166,11 +170,7 @@ class Osd(CephDaemon):
         return ["ceph-osd", "-c", str(self.paths.conf_path), "-i", "0", "-f"]
 
     def health(self, config: StackConfig) -> tuple[bool, str]:
-        try:
-            state = admin_socket(str(self.paths.run_dir / "ceph-osd.0.asok"), "status").get("state", "?")
-        except (OSError, ValueError) as err:
-            return False, f"admin socket: {err}"
-        return state == "active", f"state {state}"
+        return self._socket_state("ceph-osd.0.asok", "status", healthy="active")
 
     def before_start(self, config: StackConfig) -> None:
         if self.in_use.exists():
