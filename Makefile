@@ -5,7 +5,7 @@ STACK := $(PYTHON) -m facepipe_tools.stack
 STACK_ARGS := $(if $(KNOWN_FACES),--known-faces "$(KNOWN_FACES)") \
               $(if $(STUDENT_DATA),--student-data "$(STUDENT_DATA)")
 
-.PHONY: all install up down status lint test test-fast demo bench chaos
+.PHONY: all install up down status lint test test-fast demo bench chaos images
 
 all: test
 
@@ -24,7 +24,8 @@ status:
 lint: install
 	$(PYTHON) -m ruff check .
 
-# Everything: lint, unit, deployment and integration tests (real Ceph RGW, about 10 minutes).
+# Everything: lint, unit, deployment and integration tests (real Ceph RGW, the images built
+# and run with podman; about 14 minutes).
 test: install
 	$(PYTHON) -m ruff check .
 	$(PYTHON) -m pytest -p no:cacheprovider
@@ -44,6 +45,12 @@ demo: install
 	  echo "Web tier:     $$web   (curl -F inputFile=@clip.mp4 $$web)"; \
 	  echo "Results page: $${web}results"
 	@echo "The stack is still running (settings in .env, logs in .stack/log/). Stop it with: make down"
+
+# The function and notifier images from their Dockerfiles, with rootful podman, a Debian base
+# made by mmdebstrap and a wheelhouse (no registry is needed; see docs/deploy.md, "Images").
+# For tests only: a placeholder stands in for of-watchdog. The last line is one JSON object.
+images: install
+	$(PYTHON) -m facepipe_tools.images $(IMAGES_ARGS)
 
 # Benchmark on its own stack (temporary folder, free ports, stopped at the end). CSE546 data
 # from ../shared/cse546 or $CSE546_DIR; options: make bench BENCH_ARGS="--rounds 5 --workers 2".

@@ -1,8 +1,18 @@
-"""Prometheus metrics of the function (one registry per process)."""
+"""Prometheus metrics of the function (one registry per process).
 
-from prometheus_client import Counter, Histogram
+Every known label value of a labelled metric is created at import, at 0: a series that only
+appears with its first error would leave the dashboard's error panels empty (and a rate
+undefined) until then."""
+
+from prometheus_client import Counter, Gauge, Histogram
 
 STAGES = ("download", "queue", "decode", "detect", "lookup", "upload")
+#: facerec_videos_total's outcomes (facepipe/function.py): a result, an error record, an object
+#: answered before (same ETag), a missing object, no computation slot in time.
+OUTCOMES = ("ok", "error", "skipped", "not_found", "busy")
+FACE_KINDS = ("known", "unknown")
+#: The statuses the invocation route answers with (index.py counts every answer).
+STATUSES = ("200", "400", "404", "422", "500", "503")
 
 VIDEOS = Counter("facerec_videos", "Videos processed, by outcome", ["outcome"])
 STAGE_SECONDS = Histogram(
@@ -21,5 +31,14 @@ FACES = Counter("facerec_faces", "Faces found, known or unknown", ["kind"])
 #: Every answer of the function's invocation route by HTTP status (not /healthz, not /metrics),
 #: including the 500 and 503 answers, so errors show on the dashboard.
 REQUESTS = Counter("facerec_requests", "Function invocations answered, by HTTP status", ["status"])
-for _status in ("200", "400", "404", "422", "500", "503"):
-    REQUESTS.labels(_status)  # present at 0 from the start: rate() works from the first error
+#: Requests being answered now, invocations and health checks (what a drain waits for).
+REQUESTS_IN_FLIGHT = Gauge("facerec_requests_in_flight", "Requests being answered now (not /metrics)")
+
+for _outcome in OUTCOMES:
+    VIDEOS.labels(_outcome)
+for _stage in STAGES:
+    STAGE_SECONDS.labels(_stage)
+for _kind in FACE_KINDS:
+    FACES.labels(_kind)
+for _status in STATUSES:
+    REQUESTS.labels(_status)

@@ -25,6 +25,7 @@ missing, 2 when the run itself failed, 130 when interrupted.
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import dataclasses
 import hashlib
@@ -55,7 +56,7 @@ from rich.table import Table
 from facepipe import answers
 from facepipe.answers import Student, error_key, parse_csv, result_key
 from facepipe.clients import s3_client
-from facepipe.faces.known_faces import load_known_faces
+from facepipe.faces.known_faces import is_pickle, load_for_conversion
 from facepipe.settings import Settings, load_settings
 from facepipe.upload_students import load_students
 from facepipe_tools import metrics_client, notifier_probe
@@ -173,9 +174,9 @@ def seed_style_recognize(video: Path, known_faces: Path, tolerance: float = SEED
     and encoded on the full-resolution first frame and each is matched to the nearest known
     face within `tolerance`. Distinct names, left to right.
 
-    Known faces go through facepipe.faces.known_faces (the restricted unpickler) instead of the
-    seeds' bare `pickle.load`: the same file read and parse per call, without running code
-    from the file."""
+    Known faces go through facepipe.faces.known_faces (the CSE546 pickle read without
+    unpickling) instead of the seeds' bare `pickle.load`: the same file read and parse per
+    call, without running code from the file."""
     import face_recognition
 
     with tempfile.TemporaryDirectory(prefix="seed-frames-") as folder:
@@ -188,7 +189,7 @@ def seed_style_recognize(video: Path, known_faces: Path, tolerance: float = SEED
         )
         if done.returncode != 0:
             raise BenchError(f"ffmpeg failed on {video}: {done.stderr.strip()[-500:]}")
-        known = load_known_faces(known_faces)
+        known = load_for_conversion(known_faces)
         frames = sorted(Path(folder).glob("image-*.jpeg"))
         if not frames:
             return []
@@ -265,8 +266,21 @@ def cpu_seconds() -> float:
 
 def compute_settings(known_faces: Path) -> Settings:
     """The function's settings for step 1: recognition parameters from the environment (as
-    the stack's workers get them), no `.env`, the given known faces."""
-    return dataclasses.replace(load_settings(env_file=os.devnull), known_faces=str(known_faces))
+    the stack's workers get them), no `.env`, the given known faces (as JSON, which is all
+    the function reads: a pickle is converted, as the stack does at start)."""
+    return dataclasses.replace(load_settings(env_file=os.devnull), known_faces=str(function_known_faces(known_faces)))
+
+
+def function_known_faces(known_faces: Path) -> Path:
+    """`known_faces` itself, or for a pickle its JSON conversion in a temporary folder that
+    is removed when the process exits."""
+    if not is_pickle(known_faces):
+        return known_faces
+    folder = Path(tempfile.mkdtemp(prefix="facepipe-bench-faces-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    converted = folder / "known_faces.json"
+    converted.write_text(load_for_conversion(known_faces).to_json())
+    return converted
 
 
 def measure_compute(
@@ -434,7 +448,7 @@ class BenchStack:
             dynamodb_port=free_port(),
             gateway_port=free_port(),
             notifier_port=free_port(),
-            worker_base_port=free_port_range(max(workers, 2)),  # room for the 2-worker run
+            worker_base_port=free_port_range(2 * max(workers, 2)),  # 2 workers at most, and their metrics ports
             workers=workers,
             known_faces=cse546 / "encoding",
             student_data=cse546 / "student_data.json",

@@ -162,7 +162,7 @@ def new_chaos_stack(
         dynamodb_port=free_port(),
         gateway_port=free_port(),
         notifier_port=free_port(),
-        worker_base_port=free_port_range(workers),
+        worker_base_port=free_port_range(2 * workers),  # the workers' ports, then their metrics ports
         workers=workers,
         known_faces=known_faces,
         student_data=student_data,

@@ -16,8 +16,8 @@ Commands (they use your kubeconfig, like kubectl):
 ``function-secret``
     Create or update the OpenFaaS secret of the function (``openfaas-fn/face-recognition``):
     the S3 keys from the claim, the DynamoDB keys and the notify token from the
-    Secrets that ``kubectl apply -k k8s/`` made, and the known-faces file. OpenFaaS
-    mounts each key as ``/var/openfaas/secrets/<key>``.
+    Secrets that ``kubectl apply -k k8s/`` made, and the known faces as JSON (a CSE546
+    pickle is converted first). OpenFaaS mounts each key as ``/var/openfaas/secrets/<key>``.
 
 Example::
 
@@ -180,20 +180,22 @@ def write_private(path: Path, text: str) -> None:
 
 
 def read_known_faces(path: Path) -> bytes:
-    """The known-faces file, checked to load (JSON or the CSE546 pickle) and to fit a Secret."""
-    from facepipe.faces.known_faces import KnownFacesError, load_known_faces
+    """The JSON the function's secret holds, written afresh from what the file loads to (a
+    JSON file, or the CSE546 pickle read by the parser that never unpickles), checked to fit
+    a Secret."""
+    from facepipe.faces.known_faces import KnownFacesError, load_for_conversion
 
     if not path.is_file():
         raise ClusterError(f"{path} is not a file (a folder of photos must be built to JSON first)")
-    data = path.read_bytes()
-    if len(data) > MAX_KNOWN_FACES_BYTES:
-        raise ClusterError(f"{path} is {len(data)} bytes; a Kubernetes Secret holds at most 1 MiB")
     try:
-        faces = load_known_faces(path)
+        faces = load_for_conversion(path)
     except KnownFacesError as exc:
         raise ClusterError(f"{path}: {exc}") from None
     if not faces.names:
         raise ClusterError(f"{path} holds no faces")
+    data = faces.to_json().encode()
+    if len(data) > MAX_KNOWN_FACES_BYTES:
+        raise ClusterError(f"{path} makes {len(data)} bytes of JSON; a Kubernetes Secret holds at most 1 MiB")
     return data
 
 

@@ -10,6 +10,13 @@ that does not answer within INVOKE_TIMEOUT_S is hung (for example in a decoder):
 it is killed, the request gets 504, and the worker is started again. Each
 worker has its own temporary folder, emptied whenever it starts: what a killed
 worker could not remove goes then, as a container's files go with the container.
+
+Metrics, named and labelled as the OpenFaaS gateway's (openfaas/faas gateway/metrics/):
+the gateway's /metrics has `gateway_service_count{function_name}` (replicas),
+`gateway_function_invocation_total{function_name,code}` and `gateway_functions_seconds`,
+with function_name `<name>.openfaas-fn`.
+Each worker serves the function's own metrics on its METRICS_PORT, as in the image:
+by default the range right after the workers' ports (`worker_metrics_ports`).
 """
 
 from __future__ import annotations
@@ -24,10 +31,20 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import requests
 from flask import Flask, Response, request
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
 from waitress import serve
 
 from facepipe import logs
@@ -37,12 +54,26 @@ from facepipe_tools.paths import REPO_ROOT
 FUNCTION_DIR = REPO_ROOT / "functions" / "face-recognition"
 log = logs.get("facepipe.runner")
 MAX_FAILED_STARTS = 3
+#: faas-netes' default namespace for functions; the gateway names a function `<name>.<namespace>`
+#: in its metrics (gateway/handlers/notifiers.go).
+FUNCTION_NAMESPACE = "openfaas-fn"
+#: The function's answer, and the gateway's own when no worker answers (see Gateway._forward).
+EXPECTED_CODES = ("200", "502", "503", "504")
+#: The Go client's default histogram buckets, which gateway_functions_seconds uses.
+GO_DEFAULT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+
+def worker_metrics_ports(worker_base_port: int, workers: int) -> list[int]:
+    """The workers' METRICS_PORTs when not chosen: the range right after their own ports."""
+    return list(range(worker_base_port + workers, worker_base_port + 2 * workers))
 
 
 class Worker:
-    def __init__(self, number: int, port: int, tmp_root: Path | None = None):
+    def __init__(self, number: int, port: int, tmp_root: Path | None = None, metrics_port: int = 0):
         self.number = number
         self.port = port
+        #: Where the worker serves its metrics (its METRICS_PORT); 0: on its main port only.
+        self.metrics_port = metrics_port
         self.tmp_dir = (tmp_root or Path(tempfile.gettempdir())) / f"facepipe-worker-{port}"
         self.url = f"http://127.0.0.1:{port}"
         self.process: subprocess.Popen | None = None
@@ -52,15 +83,23 @@ class Worker:
         #: older generation belongs to a process that has died since, and is dropped.
         self.generation = 0
 
+    def env(self) -> dict[str, str]:
+        """The worker's environment: ours, with its own ports (a METRICS_PORT of ours would be
+        one port for every worker) and temporary folder."""
+        env = dict(os.environ, PORT=str(self.port), HOST="127.0.0.1", PYTHONUNBUFFERED="1", TMPDIR=str(self.tmp_dir))
+        env["METRICS_PORT"] = str(self.metrics_port)
+        env.setdefault("MALLOC_ARENA_MAX", "2")  # as in the Dockerfile: about 50 MiB less RSS per worker
+        return env
+
     def start(self) -> None:
         shutil.rmtree(self.tmp_dir, ignore_errors=True)  # what a killed predecessor left
         self.tmp_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        env = dict(os.environ, PORT=str(self.port), HOST="127.0.0.1", PYTHONUNBUFFERED="1", TMPDIR=str(self.tmp_dir))
-        env.setdefault("MALLOC_ARENA_MAX", "2")  # as in the Dockerfile: about 50 MiB less RSS per worker
         self.ready = False
         self.generation += 1
-        self.process = subprocess.Popen([sys.executable, "index.py"], cwd=FUNCTION_DIR, env=env)
-        log.info("worker started", worker=self.number, pid=self.process.pid, port=self.port)
+        self.process = subprocess.Popen([sys.executable, "index.py"], cwd=FUNCTION_DIR, env=self.env())
+        log.info(
+            "worker started", worker=self.number, pid=self.process.pid, port=self.port, metrics_port=self.metrics_port
+        )
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
@@ -87,11 +126,45 @@ class Worker:
         return self.ready
 
 
+class GatewayMetrics:
+    """The OpenFaaS gateway's function metrics (openfaas/faas gateway/metrics/metrics.go), in a
+    registry of their own; /metrics serves it after the process's default registry."""
+
+    def __init__(self, function_name: str, replicas: Callable[[], int]) -> None:
+        self.label = f"{function_name}.{FUNCTION_NAMESPACE}"
+        self.registry = CollectorRegistry()
+        self.seconds = Histogram(
+            "gateway_functions_seconds", "Function time taken", ["function_name", "code"],
+            buckets=GO_DEFAULT_BUCKETS, registry=self.registry,
+        )  # fmt: skip
+        self.invocations = Counter(
+            "gateway_function_invocation", "Function metrics", ["function_name", "code"], registry=self.registry
+        )
+        self.replicas = Gauge(
+            "gateway_service_count", "Current count of replicas for function", ["function_name"], registry=self.registry
+        )
+        # Replicas asked for (faas-netes reports the Deployment's spec.replicas), read at each scrape.
+        self.replicas.labels(self.label).set_function(replicas)
+        # At 0 from the start (upstream creates them with the first such answer): a rate over a
+        # burst of answers that all came between two scrapes would otherwise be undefined.
+        for code in EXPECTED_CODES:
+            self.seconds.labels(self.label, code)
+            self.invocations.labels(self.label, code)
+
+    def invocation_completed(self, status: int, seconds: float) -> None:
+        self.seconds.labels(self.label, str(status)).observe(seconds)
+        self.invocations.labels(self.label, str(status)).inc()
+
+    def exposition(self) -> bytes:
+        return generate_latest(REGISTRY) + generate_latest(self.registry)
+
+
 class Gateway:
     def __init__(self, workers: list[Worker], function_name: str, timeout_s: float, inflight: int = 2):
         self.workers = workers
         self.function_name = function_name
         self.timeout_s = timeout_s
+        self.metrics = GatewayMetrics(function_name, lambda: len(self.workers))
         #: Requests a worker holds at once: it recognises one at a time, and the second one's
         #: download and upload overlap that work (as of-watchdog's max_inflight allows).
         self.inflight = max(1, inflight)
@@ -160,6 +233,13 @@ class Gateway:
             self.idle.put((worker, generation))
 
     def forward(self, path: str) -> Response:
+        """Hand the request to a worker; counted in the gateway's metrics, whatever the answer."""
+        started = time.perf_counter()
+        response = self._forward(path)
+        self.metrics.invocation_completed(response.status_code, time.perf_counter() - started)
+        return response
+
+    def _forward(self, path: str) -> Response:
         acquired = self._acquire()
         if acquired is None:
             return Response("no function worker became free in time\n", status=503)
@@ -211,6 +291,10 @@ def create_app(gateway: Gateway) -> Flask:
         status = 200 if gateway.ready else 503
         return Response(f"{ready}/{len(gateway.workers)} workers ready\n", status=status, mimetype="text/plain")
 
+    @app.get("/metrics")
+    def metrics() -> Response:
+        return Response(gateway.metrics.exposition(), mimetype=CONTENT_TYPE_LATEST)
+
     methods = ["GET", "POST", "PUT", "PATCH", "DELETE"]
 
     @app.route("/function/<name>", defaults={"path": ""}, methods=methods)
@@ -233,12 +317,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=8080)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--worker-base-port", type=int, default=0, help="first worker port (default: --port + 1)")
+    parser.add_argument(
+        "--worker-metrics-base-port",
+        type=int,
+        default=0,
+        help="first worker METRICS_PORT (default: right after the workers' ports)",
+    )
     parser.add_argument("--inflight", type=int, default=2, help="requests each worker holds at once (default 2)")
     args = parser.parse_args(argv)
     logs.setup()
     settings = load_settings()
     base = args.worker_base_port or args.port + 1
-    workers = [Worker(n, base + n) for n in range(max(1, args.workers))]
+    count = max(1, args.workers)
+    if args.worker_metrics_base_port:
+        metrics_ports = list(range(args.worker_metrics_base_port, args.worker_metrics_base_port + count))
+    else:
+        metrics_ports = worker_metrics_ports(base, count)
+    workers = [Worker(n, base + n, metrics_port=metrics_ports[n]) for n in range(count)]
     gateway = Gateway(workers, settings.function_name, settings.invoke_timeout_s, args.inflight)
     threading.Thread(target=gateway.supervise, name="supervisor", daemon=True).start()
 

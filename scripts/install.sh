@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # chromium: the results page is tested in a real headless browser (driven by Playwright).
-APT_PACKAGES=(ceph-mon ceph-osd radosgw ffmpeg python3-venv chromium)
+APT_PACKAGES=(ceph-mon ceph-osd radosgw ffmpeg python3-venv chromium prometheus podman runc mmdebstrap)
 # face_recognition's metadata asks for "dlib", which would compile from source; dlib-bin
 # (requirements.txt) is the same library prebuilt, so face_recognition goes in without deps.
 FACE_RECOGNITION="face_recognition==1.3.0"

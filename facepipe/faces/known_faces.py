@@ -1,51 +1,44 @@
-"""Known faces: load, build and match.
+"""Known faces: load, build, convert and match.
 
-Three sources are accepted for ``KNOWN_FACES``:
+The function (``KNOWN_FACES``) reads only the safe formats:
 
-- a JSON file written by ``python -m facepipe.faces.known_faces build`` (the safe format);
-- a folder with one sub-folder of photos per person (encoded at load time);
-- the CSE546 ``encoding`` pickle, read through a restricted unpickler that only
-  rebuilds numpy arrays: loading an arbitrary pickle would execute code.
+- a JSON file written by ``python -m facepipe.faces.known_faces build`` or ``convert``;
+- a folder with one sub-folder of photos per person (encoded at load time).
+
+The CSE546 ``encoding`` pickle is converted to JSON once, by the tools
+(``python -m facepipe.faces.known_faces convert encoding -o known_faces.json``, the local
+stack at start, ``facepipe_tools.cluster function-secret``), with the parser of
+known_faces_pickle.py, which reads the format without unpickling it. Both parsers bound
+the file's size and the number of faces before they build anything.
 """
 
 from __future__ import annotations
 
 import argparse
-import io
 import json
-import pickle
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from facepipe.faces.known_faces_pickle import ENCODING_SIZE, UnsafePickleError, parse_pickle
 from facepipe.keys import IMAGE_SUFFIXES
 from facepipe.settings import ConfigurationError
 
-ENCODING_SIZE = 128
 JSON_FORMAT = "facepipe-known-faces/1"
+#: At most this many faces (encodings) in a known-faces source.
+MAX_FACES = 10_000
+MAX_NAME_LENGTH = 200
+#: A JSON face takes about 1.7 KB (128 values rounded to 8 decimals); full precision about 2.7 KB.
+MAX_JSON_BYTES = MAX_FACES * 4096
+#: The pickle parser's own cap (it depends on the same MAX_FACES) is lower; this bounds the read.
+MAX_FILE_BYTES = MAX_JSON_BYTES
+PICKLE_MAGIC = b"\x80"
 
 
 class KnownFacesError(ConfigurationError):
     """The known-faces source cannot be used; the message says why."""
-
-
-class _NumpyOnlyUnpickler(pickle.Unpickler):
-    """Unpickler that resolves only the globals needed to rebuild numpy arrays."""
-
-    _ALLOWED = {
-        ("numpy.core.multiarray", "_reconstruct"): ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy._core.multiarray", "_reconstruct"): ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy", "ndarray"): ("numpy", "ndarray"),
-        ("numpy", "dtype"): ("numpy", "dtype"),
-    }
-
-    def find_class(self, module: str, name: str) -> object:
-        target = self._ALLOWED.get((module, name))
-        if target is None:
-            raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a known-faces pickle")
-        return super().find_class(*target)
 
 
 @dataclass(frozen=True)
@@ -85,43 +78,77 @@ class KnownFaces:
         return f'{{"format": "{JSON_FORMAT}", "faces": [\n{lines}\n]}}\n'
 
 
+def _check_names(names: list) -> tuple[str, ...]:
+    if len(names) > MAX_FACES:
+        raise KnownFacesError(f"{len(names)} faces (at most {MAX_FACES})")
+    for name in names:
+        if not isinstance(name, str) or not name:
+            raise KnownFacesError("every name must be a non-empty string")
+        if len(name) > MAX_NAME_LENGTH or not name.isprintable():
+            raise KnownFacesError(f"names must be printable and at most {MAX_NAME_LENGTH} characters")
+    return tuple(names)
+
+
 def _from_pairs(names: list, encodings: list) -> KnownFaces:
-    if not all(isinstance(name, str) and name for name in names):
-        raise KnownFacesError("every name must be a non-empty string")
+    """Known faces from the photo encoder's names and 128-d encodings."""
+    checked = _check_names(names)
     try:
         array = np.asarray([np.asarray(e, dtype=np.float64).reshape(-1) for e in encodings], dtype=np.float64)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, OverflowError) as exc:
         raise KnownFacesError(f"face encodings are not numeric arrays: {exc}") from None
     if array.size == 0:
         array = array.reshape(0, ENCODING_SIZE)
-    return KnownFaces(tuple(names), array)
+    return KnownFaces(checked, array)
 
 
 def load_pickle(data: bytes) -> KnownFaces:
-    """Load the CSE546 format: ``{"name": [str, ...], "encoding": [ndarray(128), ...]}``."""
+    """The CSE546 format, ``{"name": [str, ...], "encoding": [ndarray(128), ...]}``, read by
+    known_faces_pickle.py without unpickling (for conversion to JSON; the function never
+    reads pickles)."""
     try:
-        obj = _NumpyOnlyUnpickler(io.BytesIO(data)).load()
-    except pickle.UnpicklingError as exc:
+        names, encodings = parse_pickle(data, max_faces=MAX_FACES, max_name_length=MAX_NAME_LENGTH)
+    except UnsafePickleError as exc:
         raise KnownFacesError(f"unsafe or invalid pickle: {exc}") from None
-    except Exception as exc:  # a corrupt pickle can raise almost anything
-        raise KnownFacesError(f"invalid pickle: {type(exc).__name__}: {exc}") from None
-    if not isinstance(obj, dict) or not isinstance(obj.get("name"), list) or "encoding" not in obj:
-        raise KnownFacesError("pickle must hold a dict with 'name' and 'encoding' lists")
-    return _from_pairs(obj["name"], list(obj["encoding"]))
+    return KnownFaces(_check_names(names), encodings)
 
 
 def load_json(text: str) -> KnownFaces:
+    """The JSON format, ``{"format": JSON_FORMAT, "faces": [{"name", "encoding"}, ...]}``.
+    Its size and its number of values are bounded before it is parsed."""
+    if len(text) > MAX_JSON_BYTES:
+        raise KnownFacesError(f"JSON known faces of {len(text)} characters (at most {MAX_JSON_BYTES})")
+    # Every JSON value but the first follows a comma or an opening bracket: this bounds the
+    # objects json.loads can make to those of MAX_FACES faces, whatever the file holds.
+    containers = text.count("[") + text.count("{")
+    values = containers + text.count(",")
+    if containers > 2 * MAX_FACES + 8 or values > MAX_FACES * (ENCODING_SIZE + 8) + 16:
+        raise KnownFacesError(f"JSON known faces with more values than {MAX_FACES} faces have")
     try:
         obj = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise KnownFacesError(f"invalid JSON: {exc}") from None
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, or an integer of too many digits
+        raise KnownFacesError(f"invalid JSON: {str(exc)[:200]}") from None
     faces = obj.get("faces") if isinstance(obj, dict) else None
     if not isinstance(faces, list) or obj.get("format") != JSON_FORMAT:
         raise KnownFacesError(f"JSON known faces must have format {JSON_FORMAT!r} and a 'faces' list")
+    if len(faces) > MAX_FACES:
+        raise KnownFacesError(f"{len(faces)} faces (at most {MAX_FACES})")
+    names, encodings = [], []
+    for face in faces:
+        if not isinstance(face, dict) or "name" not in face or "encoding" not in face:
+            raise KnownFacesError("every face needs 'name' and 'encoding'")
+        encoding = face["encoding"]
+        if not isinstance(encoding, list) or len(encoding) != ENCODING_SIZE:
+            raise KnownFacesError(f"face encodings must have {ENCODING_SIZE} values each")
+        if not all(type(value) in (int, float) for value in encoding):
+            raise KnownFacesError("face encodings must hold numbers only")
+        names.append(face["name"])
+        encodings.append(encoding)
+    checked = _check_names(names)
     try:
-        return _from_pairs([f["name"] for f in obj["faces"]], [f["encoding"] for f in obj["faces"]])
-    except (KeyError, TypeError):
-        raise KnownFacesError("every face needs 'name' and 'encoding'") from None
+        array = np.array(encodings, dtype=np.float64).reshape(len(encodings), ENCODING_SIZE)
+    except OverflowError:
+        raise KnownFacesError("face encodings hold numbers too large for float64") from None
+    return KnownFaces(checked, array)
 
 
 def encode_photo(path: Path) -> np.ndarray:
@@ -149,6 +176,8 @@ def build_from_photos(photos: dict[str, list[Path]]) -> KnownFaces:
 
 def load_folder(folder: Path) -> KnownFaces:
     """One sub-folder per person, named after the person, holding one or more photos."""
+    if not folder.is_dir():
+        raise KnownFacesError(f"{folder} is not a folder (one sub-folder of photos per person)")
     photos = {
         person.name: sorted(p for p in person.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         for person in sorted(folder.iterdir())
@@ -160,17 +189,29 @@ def load_folder(folder: Path) -> KnownFaces:
     return build_from_photos(photos)
 
 
-def load_known_faces(source: str | Path) -> KnownFaces:
-    """Load from a JSON file, a folder of photos, or a CSE546 pickle (detected by content)."""
-    path = Path(source)
-    if path.is_dir():
-        return load_folder(path)
+def _read(path: Path) -> bytes:
+    """The file's bytes, reading at most MAX_FILE_BYTES (a FIFO or a device cannot make us
+    read without end)."""
     try:
-        data = path.read_bytes()
+        with path.open("rb") as handle:
+            data = handle.read(MAX_FILE_BYTES + 1)
     except OSError as exc:
         raise KnownFacesError(f"cannot read known faces {path}: {exc.strerror}") from None
-    if data[:1] == b"\x80":
-        return load_pickle(data)
+    if len(data) > MAX_FILE_BYTES:
+        raise KnownFacesError(f"{path} is larger than {MAX_FILE_BYTES} bytes")
+    return data
+
+
+def is_pickle(path: str | Path) -> bool:
+    """Whether the file starts like a pickle of protocol 2 or later (the CSE546 file is 3)."""
+    try:
+        with Path(path).open("rb") as handle:
+            return handle.read(1) == PICKLE_MAGIC
+    except OSError:
+        return False
+
+
+def _json_from_bytes(data: bytes, path: Path) -> KnownFaces:
     try:
         text = data.decode()
     except UnicodeDecodeError:
@@ -178,8 +219,35 @@ def load_known_faces(source: str | Path) -> KnownFaces:
     return load_json(text)
 
 
+def load_known_faces(source: str | Path) -> KnownFaces:
+    """What the function reads: a JSON file or a folder of photos. A pickle is refused with
+    the command that converts it."""
+    path = Path(source)
+    if path.is_dir():
+        return load_folder(path)
+    data = _read(path)
+    if data[:1] == PICKLE_MAGIC:
+        raise KnownFacesError(
+            f"refusing to load {path}: it is a pickle, and the function reads only JSON or photos; "
+            f"convert it once with `python -m facepipe.faces.known_faces convert {path} -o known_faces.json`"
+        )
+    return _json_from_bytes(data, path)
+
+
+def load_for_conversion(source: str | Path) -> KnownFaces:
+    """For the tools that convert: a JSON file, a folder of photos or a CSE546 pickle (read by
+    the parser of known_faces_pickle.py, never unpickled)."""
+    path = Path(source)
+    if path.is_dir():
+        return load_folder(path)
+    data = _read(path)
+    if data[:1] == PICKLE_MAGIC:
+        return load_pickle(data)
+    return _json_from_bytes(data, path)
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Build or inspect known-faces files.")
+    parser = argparse.ArgumentParser(description="Build, convert or inspect known-faces files.")
     sub = parser.add_subparsers(dest="command", required=True)
     build = sub.add_parser("build", help="encode a folder of photos (one sub-folder per person) to JSON")
     build.add_argument("folder", type=Path)
@@ -187,11 +255,11 @@ def main(argv: list[str] | None = None) -> int:
     convert = sub.add_parser("convert", help="convert any accepted source (e.g. the CSE546 pickle) to JSON")
     convert.add_argument("source", type=Path)
     convert.add_argument("-o", "--output", type=Path, required=True)
-    show = sub.add_parser("show", help="list the people in a known-faces source")
+    show = sub.add_parser("show", help="list the people in a known-faces source (JSON, photos or pickle)")
     show.add_argument("source", type=Path)
     args = parser.parse_args(argv)
     try:
-        faces = load_known_faces(args.folder if args.command == "build" else args.source)
+        faces = load_folder(args.folder) if args.command == "build" else load_for_conversion(args.source)
     except KnownFacesError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

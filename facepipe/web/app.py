@@ -1,5 +1,5 @@
 """The application factory: `create_app` builds the web tier for given settings and registers
-its Blueprints (upload, results, pictures); the security headers and error answers are the app's."""
+its Blueprints (upload, results, pictures, metrics); the security headers and error answers are the app's."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from facepipe import logs
 from facepipe.clients import s3_client
 from facepipe.settings import Settings
-from facepipe.web import pictures, results, services, upload
+from facepipe.web import metrics, pictures, results, services, upload
 from facepipe.web.responses import reject
 from facepipe.web.services import Services
 from facepipe.web.settings import WebSettings
@@ -43,6 +43,7 @@ def create_app(settings: Settings, web: WebSettings | None = None, s3=None) -> F
     app.register_blueprint(upload.bp)
     app.register_blueprint(results.bp)
     app.register_blueprint(pictures.bp)
+    app.register_blueprint(metrics.bp)
     return app
 
 

@@ -32,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m facepipe_tools.stack",
         description="Local stack: single-node Ceph RGW, DynamoDB-compatible server, function runner, notifier, "
-        "web tier.",
+        "web tier, Prometheus.",
     )
     parser.add_argument("command", choices=["up", "down", "status"])
     parser.add_argument("--state-dir", default=os.environ.get("FACEPIPE_STACK_DIR"), help="default: <repo>/.stack")
@@ -44,6 +44,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--known-faces", default=os.environ.get("KNOWN_FACES") or None)
     parser.add_argument("--student-data", default=os.environ.get("STUDENT_DATA") or None)
     parser.add_argument("--workers", type=int, default=_env_int("FACEPIPE_WORKERS"), help="default: cores")
+    parser.add_argument(
+        "--prometheus",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="run Prometheus, scraping the stack (default for a new stack: on when `prometheus` is installed; "
+        "an existing stack keeps its choice)",
+    )
     for name in DEFAULT_PORTS:
         var = f"FACEPIPE_{name.upper()}_PORT"
         parser.add_argument(
@@ -67,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
         notifier_port=args.notifier_port,
         worker_base_port=args.worker_base_port,
         web_port=args.web_port,
+        prometheus_port=args.prometheus_port,
+        prometheus=args.prometheus,
         workers=args.workers,
         known_faces=args.known_faces,
         student_data=args.student_data,
@@ -83,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
             rows = stack.status()
             for row in rows:
                 pids = ",".join(map(str, row.pids)) or "-"
-                print(f"{row.name:<9} {'ok' if row.healthy else 'DOWN':<5} pid {pids:<16} {row.detail}")
+                print(f"{row.name:<10} {'ok' if row.healthy else 'DOWN':<5} pid {pids:<16} {row.detail}")
             return 0 if all(row.healthy for row in rows) else 1
     except StackError as err:
         print(f"error: {err}", file=sys.stderr)

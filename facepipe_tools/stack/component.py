@@ -67,6 +67,11 @@ class StackPaths:
     def conf_path(self) -> Path:
         return self.state_dir / "ceph.conf"
 
+    @property
+    def prometheus_dir(self) -> Path:
+        """Prometheus's scrape configuration and its time series."""
+        return self.state_dir / "prometheus"
+
     def log_path(self, name: str) -> Path:
         return self.log_dir / f"{name}.log"
 

@@ -19,6 +19,7 @@ DEFAULT_KNOWN_FACES = REPO_ROOT / "data" / "known_faces.json"
 DEFAULT_STUDENT_DATA = REPO_ROOT / "data" / "student_data.json"
 DEFAULT_PORTS = {
     "mon": 6789, "rgw": 7480, "dynamodb": 8001, "gateway": 8080, "notifier": 8090, "worker_base": 8100, "web": 8000,
+    "prometheus": 9190,
 }  # fmt: skip
 
 
@@ -41,10 +42,15 @@ class StackConfig:
     aws_access_key_id: str = field(default_factory=lambda: "LOCAL" + secrets.token_hex(8).upper())
     aws_secret_access_key: str = field(default_factory=lambda: secrets.token_urlsafe(30))
     notify_token: str = field(default_factory=lambda: secrets.token_urlsafe(32))
-    #: The function runner's workers listen on worker_base_port .. worker_base_port + workers - 1.
+    #: The function runner's workers listen on worker_base_port .. worker_base_port + workers - 1,
+    #: and serve their metrics on the next `workers` ports (function_runner.worker_metrics_ports).
     worker_base_port: int = DEFAULT_PORTS["worker_base"]
     #: The web tier (POST a file, results page); a default so that older stack.json files load.
     web_port: int = DEFAULT_PORTS["web"]
+    #: Whether the stack runs Prometheus (optional: off in a stack.json from before it existed).
+    prometheus: bool = False
+    #: Not 9090: on a host with systemd, Debian's package starts its own Prometheus there.
+    prometheus_port: int = DEFAULT_PORTS["prometheus"]
 
 
 def load_config(path: Path) -> StackConfig | None:

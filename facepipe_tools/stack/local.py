@@ -1,6 +1,6 @@
 """`LocalStack`: brings the components up in order, keeps its config and env file, stops
 and reports them. What each component is lives in its own module (ceph, dynamodb,
-function, notifier, web); how processes are spawned and stopped in `processes`."""
+function, notifier, web, prometheus); how processes are spawned and stopped in `processes`."""
 
 from __future__ import annotations
 
@@ -45,24 +45,28 @@ from facepipe_tools.stack.config import (
     save_config,
 )
 from facepipe_tools.stack.dynamodb import UPLOAD_DATA, DynamoDB, upload_data_command
-from facepipe_tools.stack.function import FunctionRunner
+from facepipe_tools.stack.function import FunctionRunner, worker_known_faces
 from facepipe_tools.stack.notifier import Notifier, setup_command
 from facepipe_tools.stack.processes import Daemons
+from facepipe_tools.stack.prometheus import Prometheus, prometheus_binary
 from facepipe_tools.stack.web import Web
 
 #: Every component, in start order.
 COMPONENT_TYPES: dict[str, type[Component]] = {
-    kind.name: kind for kind in (*CEPH_DAEMONS, DynamoDB, FunctionRunner, Notifier, Web)
+    kind.name: kind for kind in (*CEPH_DAEMONS, DynamoDB, FunctionRunner, Notifier, Web, Prometheus)
 }
 COMPONENTS = tuple(COMPONENT_TYPES)
 CEPH_COMPONENTS = tuple(kind.name for kind in CEPH_DAEMONS)
+#: Components a stack may run or not, by the boolean field of the same name in its StackConfig.
+OPTIONAL_COMPONENTS = ("prometheus",)
 ENV_MARKER = "# Written by `python -m facepipe_tools.stack up`"
 
 
 class LocalStack:
     """A single-node Ceph + RGW, a DynamoDB-compatible server, the function runner, the
-    notifier and the web tier, under one state folder. Constructor arguments left as None
-    keep what an existing stack in `state_dir` uses (or the defaults for a new one)."""
+    notifier, the web tier and, optionally, Prometheus, under one state folder. Constructor
+    arguments left as None keep what an existing stack in `state_dir` uses (or the defaults
+    for a new one; a new stack runs Prometheus when it is installed)."""
 
     def __init__(
         self,
@@ -76,6 +80,8 @@ class LocalStack:
         notifier_port: int | None = None,
         worker_base_port: int | None = None,
         web_port: int | None = None,
+        prometheus_port: int | None = None,
+        prometheus: bool | None = None,
         workers: int | None = None,
         known_faces: str | os.PathLike | None = None,
         student_data: str | os.PathLike | None = None,
@@ -92,6 +98,8 @@ class LocalStack:
             "notifier_port": notifier_port,
             "worker_base_port": worker_base_port,
             "web_port": web_port,
+            "prometheus_port": prometheus_port,
+            "prometheus": prometheus,
             "workers": workers,
             "known_faces": str(Path(known_faces).resolve()) if known_faces else None,
             "student_data": str(Path(student_data).resolve()) if student_data else None,
@@ -157,6 +165,8 @@ class LocalStack:
                 notifier_port=req["notifier_port"] or DEFAULT_PORTS["notifier"],
                 worker_base_port=req["worker_base_port"] or DEFAULT_PORTS["worker_base"],
                 web_port=req["web_port"] or DEFAULT_PORTS["web"],
+                prometheus_port=req["prometheus_port"] or DEFAULT_PORTS["prometheus"],
+                prometheus=prometheus_binary() is not None if req["prometheus"] is None else req["prometheus"],
                 workers=req["workers"] or os.cpu_count() or 1,
                 known_faces=req["known_faces"] or str(DEFAULT_KNOWN_FACES),
                 student_data=req["student_data"] or str(DEFAULT_STUDENT_DATA),
@@ -169,7 +179,8 @@ class LocalStack:
                     f"run `down` first to change it to {req[name]}"
                 )
         for name in (
-            "gateway_port", "notifier_port", "worker_base_port", "web_port", "workers", "known_faces", "student_data",
+            "gateway_port", "notifier_port", "worker_base_port", "web_port", "prometheus_port", "prometheus", "workers",
+            "known_faces", "student_data",
         ):  # fmt: skip
             if req[name] is not None:
                 setattr(old, name, req[name])
@@ -197,8 +208,9 @@ class LocalStack:
             "FUNCTION_NAME": defaults.function_name,
             "NOTIFY_TOKEN": c.notify_token,
             "NOTIFY_URL": f"http://{HOST}:{c.notifier_port}/",
-            "KNOWN_FACES": c.known_faces,
+            "KNOWN_FACES": worker_known_faces(self._paths, c),
             "WEB_URL": f"http://{HOST}:{c.web_port}/",
+            **({"PROMETHEUS_URL": f"http://{HOST}:{c.prometheus_port}/"} if c.prometheus else {}),
         }
 
     def settings(self) -> Settings:
@@ -343,10 +355,15 @@ class LocalStack:
             self.stop(name)
         self._start(name)
 
+    def enabled(self, component: str) -> bool:
+        """Whether the stack's config runs `component` (False for an optional one turned off)."""
+        return component not in OPTIONAL_COMPONENTS or bool(getattr(self.config, component))
+
     def status(self) -> list[ComponentStatus]:
-        """Each component with its pids and health (a dead component is reported, not raised)."""
+        """Each component the stack runs, with its pids and health (a dead component is
+        reported, not raised; an optional component turned off is left out)."""
         result = []
-        for name in COMPONENTS:
+        for name in filter(self.enabled, COMPONENTS):
             pids = self.pids(name)
             if not pids:
                 result.append(ComponentStatus(name, [], False, "not running"))
@@ -416,6 +433,11 @@ class LocalStack:
         with self._locked():
             self._config = self._resolve_config()
             c = self._config
+            for name in OPTIONAL_COMPONENTS:
+                if not self.enabled(name):
+                    wanted.discard(name)
+            if "prometheus" in wanted and prometheus_binary() is None:
+                raise StackError("prometheus not found (run `make install`, or `up --no-prometheus`)")
             if "function" in wanted and not Path(c.known_faces).is_file():
                 raise StackError(f"known faces file not found: {c.known_faces}")
             if "dynamodb" in wanted and UPLOAD_DATA.is_file() and not Path(c.student_data).is_file():
@@ -445,6 +467,12 @@ class LocalStack:
             if "web" in wanted:
                 self.stop("web")
                 self._start("web")
+            # Last, so that its first scrapes find every target up; restarted for the current
+            # ports; stopped when turned off.
+            if "prometheus" in self.components:
+                self.stop("prometheus")
+            if "prometheus" in wanted:
+                self._start("prometheus")
         self._say_where(wanted)
 
     def _say_where(self, wanted: set[str]) -> None:
@@ -453,6 +481,7 @@ class LocalStack:
             f"stack up: S3 {env['S3_ENDPOINT_URL']}, DynamoDB {env['DYNAMODB_ENDPOINT_URL']}, "
             f"gateway {env['OPENFAAS_GATEWAY']}, notifier {env['NOTIFY_URL']}"
             + (f", web {env['WEB_URL']} (results: {env['WEB_URL']}results)" if "web" in wanted else "")
+            + (f", Prometheus {env['PROMETHEUS_URL']}" if "prometheus" in wanted else "")
         )
         self._say(f"settings written to {self.env_file}; known faces {self.config.known_faces}")
         if self.state_dir == DEFAULT_STATE_DIR and self.env_file == DEFAULT_ENV_FILE:

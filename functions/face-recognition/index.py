@@ -15,6 +15,11 @@ Behaviour under of-watchdog (its source: pkg/watchdog.go, executor/http_runner.g
   or 0; 8082 in the image, since the watchdog's own metrics take 8081) serves the metrics on
   their own port for Prometheus. /metrics stays on the main port for the local runner.
 - Every invocation's answer is counted by HTTP status (facerec_requests_total).
+- Readiness: the pod is ready while `/tmp/.lock` exists (faas-netes' probe: `cat /tmp/.lock`,
+  or the watchdog's /_/health, which checks the same file). The watchdog would write it as
+  soon as it listens, seconds before the models are loaded; the image sets
+  `suppress_lock=true` and this process writes the file once it is warm and serving, and
+  removes it when it starts draining.
 """
 
 from __future__ import annotations
@@ -23,9 +28,11 @@ import json
 import os
 import signal
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable
+from pathlib import Path
 
 import handler
 from flask import Flask, Response, request
@@ -34,7 +41,7 @@ from waitress.server import create_server
 from werkzeug.wsgi import ClosingIterator
 
 from facepipe import logs
-from facepipe.metrics import REQUESTS
+from facepipe.metrics import REQUESTS, REQUESTS_IN_FLIGHT
 from facepipe.settings import ConfigurationError
 
 log = logs.get("facepipe.function")
@@ -108,11 +115,13 @@ class Drain:
             if self.draining:
                 return False
             self.in_flight += 1
+            REQUESTS_IN_FLIGHT.inc()
             return True
 
     def leave(self) -> None:
         with self._changed:
             self.in_flight -= 1
+            REQUESTS_IN_FLIGHT.dec()
             self._changed.notify_all()
 
     def start(self) -> None:
@@ -177,6 +186,23 @@ drain = Drain()
 app.wsgi_app = Gate(app.wsgi_app, drain)  # type: ignore[method-assign]
 
 
+class ReadyLock:
+    """The watchdog's lock file, kept by this process: present exactly while it is ready."""
+
+    def __init__(self) -> None:
+        # Where the watchdog looks: Go's os.TempDir(), $TMPDIR or /tmp (so does gettempdir).
+        self.path = Path(tempfile.gettempdir()) / ".lock"
+
+    def create(self) -> None:
+        self.path.write_text("ready\n")
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+ready_lock = ReadyLock()
+
+
 class Shutdown:
     """SIGTERM: drain in a thread (the server's main loop keeps sending the answers), then
     stop the server from the main thread with SystemExit, which waitress's loop handles."""
@@ -193,6 +219,7 @@ class Shutdown:
         if self.drain.draining:
             return
         self.drain.start()
+        ready_lock.remove()
         log.info("draining", outcome="draining", in_flight=self.drain.in_flight, seconds=self.timeout_s)
         threading.Thread(target=self._drain_then_stop, name="drain", daemon=True).start()
 
@@ -238,14 +265,19 @@ def main() -> int:
     metrics_port = int(os.getenv("METRICS_PORT") or "0")
     if metrics_port:
         start_http_server(metrics_port, addr=host)
+    ready_lock.remove()  # a stale one from an earlier process in the same container
+    warm = True
     try:
         handler.warm_up()
     except ConfigurationError as exc:
         # Keep serving: /healthz says why the function is not ready, requests get 500.
         log.error("not configured", outcome="configuration_error", detail=str(exc))
+        warm = False
     port = int(os.getenv("PORT", "5000"))
     shutdown.server = create_server(app, host=host, port=port, threads=4, ident="face-recognition")
-    log.info("serving", port=port, metrics_port=metrics_port or None, outcome="ok")
+    if warm:
+        ready_lock.create()
+    log.info("serving", port=port, metrics_port=metrics_port or None, outcome="ok" if warm else "not_ready")
     shutdown.server.run()  # returns on SystemExit (raised by Shutdown.on_signal) and on Ctrl-C
     return shutdown.exit_code or 0
 

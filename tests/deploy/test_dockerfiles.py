@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from facepipe_tools import images
 from tests.deploy import deploylib
 from tests.deploy.deploylib import FUNCTION_DIR, FUNCTION_DOCKERFILE, NOTIFIER_DOCKERFILE, REPO
 
@@ -60,15 +61,12 @@ def test_both_images_share_one_python_base() -> None:
     assert len(bases) == 1
 
 
-def test_function_image_has_ffmpeg_the_watchdog_and_the_template_contract() -> None:
+def test_function_image_has_the_watchdog_and_the_template_contract() -> None:
     args, stages = deploylib.parse_dockerfile(FUNCTION_DOCKERFILE)
     names = [s.name for s in stages]
     assert names == ["watchdog", "build", "runtime"]
     assert deploylib.resolve_args(stages[0].base, args).startswith("ghcr.io/openfaas/of-watchdog:")
     final = stages[-1]
-    installs = " ".join(i.args for i in final.all("RUN"))
-    assert re.search(r"apt-get install -y --no-install-recommends ffmpeg", installs)
-    assert "rm -rf /var/lib/apt/lists/*" in installs
     assert any(i.args == "--from=watchdog /fwatchdog /usr/bin/fwatchdog" for i in final.all("COPY"))
     assert final.all("CMD")[-1].args == '["fwatchdog"]'
     env = deploylib.dockerfile_env(final)
@@ -77,9 +75,32 @@ def test_function_image_has_ffmpeg_the_watchdog_and_the_template_contract() -> N
     assert env["upstream_url"] == f"http://127.0.0.1:{env['PORT']}"
     assert env["HOST"] == "127.0.0.1", "only the watchdog talks to the upstream server"
     assert env["PATH"].startswith("/opt/venv/bin:")
+    # Readiness is index.py's lock file, written once warm (tests/integration/test_images.py).
+    assert env["suppress_lock"] == "true"
     assert final.all("WORKDIR")[-1].args == "/home/app"
     # index.py is what fprocess runs, from WORKDIR.
     assert (FUNCTION_DIR / env["fprocess"].split()[1]).is_file()
+
+
+def test_function_image_has_no_ffmpeg_package() -> None:
+    """Frames are decoded by the FFmpeg libraries inside the PyAV wheel; Debian's ffmpeg (about
+    700 MB) would only make the image larger."""
+    _, stages = deploylib.parse_dockerfile(FUNCTION_DOCKERFILE)
+    runs = " ".join(i.args for stage in stages for i in stage.all("RUN"))
+    assert "apt-get" not in runs and "ffmpeg" not in runs
+    assert re.search(r"^av==", (FUNCTION_DIR / "requirements.txt").read_text(), re.M)
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: str(p.relative_to(REPO)))
+def test_bases_and_index_can_be_replaced_by_build_arguments(dockerfile: Path) -> None:
+    """`make images` builds the same Dockerfiles with local bases and a wheelhouse index; the
+    defaults are the public ones users build with."""
+    args, stages = deploylib.parse_dockerfile(dockerfile)
+    for stage in stages:
+        if stage.base not in {s.name for s in stages}:
+            assert re.fullmatch(r"\$\{[A-Z_]+_IMAGE\}", stage.base), f"FROM {stage.base}: use a build argument"
+    build = next(stage for stage in stages if stage.name == "build")
+    assert any(i.args == "PIP_INDEX_URL=https://pypi.org/simple" for i in build.all("ARG"))
 
 
 def test_function_build_installs_wheels_only_and_dlib_bin() -> None:
@@ -104,12 +125,13 @@ def _pins(text: str) -> dict[str, str]:
 
 
 def test_notifier_image_pins_agree_with_requirements() -> None:
-    dockerfile_pins = _pins(NOTIFIER_DOCKERFILE.read_text().replace("\\", "\n"))
-    assert set(dockerfile_pins) == {"boto3", "flask", "prometheus-client", "python-dotenv", "requests", "waitress"}
+    notifier_pins = _pins((REPO / "notifier" / "requirements.txt").read_text())
+    assert set(notifier_pins) == {"boto3", "flask", "prometheus-client", "python-dotenv", "requests", "waitress"}
+    assert "-r /tmp/requirements.txt" in NOTIFIER_DOCKERFILE.read_text()
     project_pins = _pins((REPO / "requirements.txt").read_text())
     project_pins.update(_pins((FUNCTION_DIR / "requirements.txt").read_text()))
-    for name, version in dockerfile_pins.items():
-        assert project_pins.get(name) == version, f"{name}: {version} in notifier/Dockerfile, {project_pins.get(name)}"
+    for name, version in notifier_pins.items():
+        assert project_pins.get(name) == version, f"{name}: {version} here, {project_pins.get(name)} in requirements"
 
 
 def test_notifier_image_copies_what_it_runs() -> None:
@@ -127,29 +149,6 @@ def test_notifier_image_copies_what_it_runs() -> None:
     assert ignore[0] == "*" and all(f"!{s}" in ignore for s in sources), "allow-list exactly what is copied"
     assert final.all("ENTRYPOINT")[-1].args == '["python"]'
     assert "8090" in final.all("CMD")[-1].args
-
-
-def _function_context(into: Path) -> None:
-    """What `faas-cli build` sends: the handler folder, plus stack.yml's `configuration.copy`."""
-    shutil.copytree(FUNCTION_DIR, into, ignore=shutil.ignore_patterns("__pycache__"))
-    for source in deploylib.load_stack()["configuration"]["copy"]:
-        shutil.copytree(REPO / source, into / Path(source).name, ignore=shutil.ignore_patterns("__pycache__"))
-
-
-def _notifier_context(into: Path) -> None:
-    """The repository root filtered by notifier/Dockerfile.dockerignore (an allow-list)."""
-    allowed = [
-        line[1:].strip().rstrip("/")
-        for line in (NOTIFIER_DOCKERFILE.parent / "Dockerfile.dockerignore").read_text().splitlines()
-        if line.startswith("!")
-    ]
-    for name in allowed:
-        source, target = REPO / name, into / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if source.is_dir():
-            shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy2(source, target)
 
 
 # Imports every module of a build context from that context alone, with the tooling package
@@ -176,7 +175,7 @@ def test_each_image_context_holds_only_runtime_code(image: str, tmp_path: Path) 
     """The build context of each image has the runtime package and nothing of the tooling,
     and every runtime module imports from it alone (the tooling made unimportable)."""
     context = tmp_path / "context"
-    (_function_context if image == "function" else _notifier_context)(context)
+    (images.function_context if image == "function" else images.notifier_context)(context)
     python_files = {path.relative_to(context).parts[0] for path in context.rglob("*.py")}
     assert "facepipe_tools" not in python_files and "tests" not in python_files
     done = subprocess.run(

@@ -332,7 +332,7 @@ def test_service_and_monitors_select_the_right_pods(manifests: list[Manifest], s
     # faas-netes labels function pods faas_function=<name> and declares one port, "http"
     # (openfaas/faas-netes pkg/handlers/deploy.go).
     ((function_name, function),) = stack["functions"].items()
-    pod_monitor = one(manifests, "PodMonitor")
+    pod_monitor = one(manifests, "PodMonitor", function_name)
     assert pod_monitor.namespace == function["namespace"]
     assert pod_monitor.doc["spec"]["selector"]["matchLabels"] == {"faas_function": function_name}
     # Scraped ports: each endpoint keeps the one declared port (one target per pod) and
@@ -353,6 +353,14 @@ def test_service_and_monitors_select_the_right_pods(manifests: list[Manifest], s
         scraped.add(int(match.group(1)))
     # The function's own metrics (outside max_inflight) and of-watchdog's (8081, fixed).
     assert scraped == {int(function["environment"]["METRICS_PORT"]), 8081}
+    # The OpenFaaS chart labels its gateway pod app=gateway and declares the metrics port
+    # gw-metrics (faas-netes chart/openfaas/templates/gateway-dep.yaml).
+    gateway = one(manifests, "PodMonitor", "gateway")
+    assert gateway.namespace == "openfaas"
+    assert gateway.doc["spec"]["selector"]["matchLabels"] == {"app": "gateway"}
+    assert [e["port"] for e in gateway.doc["spec"]["podMetricsEndpoints"]] == ["gw-metrics"]
+    labels = {m.doc["metadata"]["labels"]["release"] for m in find(manifests, "PodMonitor") + [monitor]}
+    assert labels == {"kube-prometheus-stack"}
 
 
 def _metric_names_in_code() -> set[str]:
@@ -400,6 +408,12 @@ def test_dashboard_panels_use_metrics_that_exist() -> None:
     known = _metric_names_in_code()
     used = {_base_metric(name) for expr in exprs for name in re.findall(r"facerec_[a-z_]+", expr)}
     assert used and used <= known, f"dashboard uses unknown metrics: {used - known}"
+    # Nothing else but the OpenFaaS gateway's metrics (served locally by the function runner)
+    # and Prometheus's `up`: no kube-state-metrics, which the local stack does not have.
+    runner = (REPO / "facepipe_tools" / "function_runner.py").read_text()
+    others = {name for expr in exprs for name in re.findall(r"\b([a-z_]+)\{", expr) if not name.startswith("facerec_")}
+    gateway = {re.sub(r"_(total|bucket)$", "", name) for name in others - {"up"}}  # gateway_service_count stays
+    assert gateway and all(name.startswith("gateway_") and f'"{name}"' in runner for name in gateway), others
     assert any("histogram_quantile" in expr for expr in exprs)
     ids = [panel["id"] for panel in dashboard["panels"]]
     assert len(ids) == len(set(ids))

@@ -1,6 +1,6 @@
 """Fixtures for tests against a real local stack (Ceph RGW, moto DynamoDB, function runner,
-notifier), booted once per session in a temporary folder on free ports, so that it never
-clashes with a developer's `make up` stack on the default ports.
+notifier, web tier, Prometheus), booted once per session in a temporary folder on free ports,
+so that it never clashes with a developer's `make up` stack on the default ports.
 
 - `local_stack`: the running `LocalStack` (session scope; torn down at the end, also when
   tests fail). Tests that use it also get the stack's settings in their environment
@@ -8,12 +8,14 @@ clashes with a developer's `make up` stack on the default ports.
   scripts run with `subprocess` talk to this stack.
 - `stack_settings`: `Settings` of that stack.
 - `stack_env`: an environment dict for subprocesses (os.environ + the stack's settings).
+- `prometheus_url`: the session stack's Prometheus (skipped, failed in CI, without it).
 - `start_stack`: boots a stack a test module built itself, torn down after the module.
 - `make_stack`: factory for an extra, throw-away stack in its own temporary folder (stopped
   at the end of the test if the test did not stop it).
 
 Without the Ceph programs the tests are skipped with the reason, except in CI (CI=true),
-where a missing program is an error: CI must run them.
+where a missing program is an error: CI must run them. The same goes for Prometheus: the
+stacks run it when it is installed (always in CI), and `require_prometheus` skips otherwise.
 """
 
 from __future__ import annotations
@@ -25,7 +27,14 @@ from pathlib import Path
 import pytest
 
 from facepipe.settings import Settings
-from facepipe_tools.stack import LocalStack, StackError, free_port, free_port_range, missing_ceph_binaries
+from facepipe_tools.stack import (
+    LocalStack,
+    StackError,
+    free_port,
+    free_port_range,
+    missing_ceph_binaries,
+    prometheus_binary,
+)
 
 IN_CI = os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
 
@@ -35,6 +44,15 @@ def require_ceph() -> None:
     missing = missing_ceph_binaries()
     if missing:
         message = f"Ceph programs not installed: {', '.join(missing)} (run `make install` as root)"
+        if IN_CI:
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+
+
+def require_prometheus() -> None:
+    """Skip (fail in CI) when the `prometheus` program is not installed."""
+    if prometheus_binary() is None:
+        message = "prometheus is not installed (run `make install` as root)"
         if IN_CI:
             pytest.fail(message, pytrace=False)
         pytest.skip(message)
@@ -51,7 +69,10 @@ def new_stack(state_dir: Path, **overrides: object) -> LocalStack:
         "gateway_port": free_port(),
         "notifier_port": free_port(),
         "web_port": free_port(),
-        "worker_base_port": free_port_range(workers),
+        "prometheus_port": free_port(),
+        "prometheus": IN_CI or prometheus_binary() is not None,
+        # The workers' ports, then their METRICS_PORTs (function_runner.worker_metrics_ports).
+        "worker_base_port": free_port_range(2 * workers),
         "workers": workers,
         "log": lambda line: print(f"stack {state_dir.name}: {line}"),
     }
@@ -109,6 +130,14 @@ def stack_env(local_stack: LocalStack) -> dict[str, str]:
     env.update(local_stack.settings_env())
     env["FACEPIPE_ENV_FILE"] = str(local_stack.env_file)
     return env
+
+
+@pytest.fixture
+def prometheus_url(local_stack: LocalStack) -> str:
+    require_prometheus()
+    url = local_stack.settings_env().get("PROMETHEUS_URL")
+    assert url, "the session stack runs without Prometheus"
+    return url
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from facepipe.faces.known_faces import KnownFaces, load_known_faces
+from facepipe.faces.known_faces import KnownFaces, load_for_conversion, load_known_faces
 from facepipe.faces.recognition import Recognizer
 from facepipe.media import sample_frames
 
@@ -88,7 +88,7 @@ def test_empty_known_faces_match_nobody(sample_dir: Path) -> None:
 
 
 def test_cse546_clips(cse546: Path) -> None:
-    recognizer = Recognizer(load_known_faces(cse546 / "encoding"))
+    recognizer = Recognizer(load_for_conversion(cse546 / "encoding"))
     expected = {
         "test_0": "president_trump", "test_1": "president_biden", "test_2": "mr_bean", "test_4": "johnny_dep",
         "test_5": "vin_diesel", "test_6": "floki", "test_7": "morgan_freeman", "test_8": "president_obama",

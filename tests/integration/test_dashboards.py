@@ -1,0 +1,153 @@
+"""The Grafana dashboard and KEDA's trigger against the local stack's Prometheus: after a small
+workload (sample videos and one upload that is not a video), every panel's query and the
+trigger's query return data. A panel whose query returns nothing fails here.
+
+The queries are read from k8s/base/grafana-dashboard.json and k8s/base/keda-scaledobject.yaml,
+Grafana's `$__rate_interval` replaced by a window that holds the workload. Prometheus scrapes
+every 2 s (facepipe_tools/stack/prometheus.py), so data arrives within seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+import yaml
+
+from facepipe import answers
+from facepipe.clients import s3_client
+from facepipe_tools.paths import REPO_ROOT
+from facepipe_tools.polling import wait_for
+from facepipe_tools.stack import LocalStack
+from facepipe_tools.stack.prometheus import scrape_jobs
+
+pytestmark = pytest.mark.integration
+
+DASHBOARD = REPO_ROOT / "k8s" / "base" / "grafana-dashboard.json"
+SCALED_OBJECT = REPO_ROOT / "k8s" / "base" / "keda-scaledobject.yaml"
+#: Replaces Grafana's $__rate_interval: long enough to hold the workload and the waits after it.
+RATE_WINDOW = "2m"
+#: Sample clips (from the session's sample_dir) and the upload that is not a video.
+CLIPS = ("sample_hopper.mp4", "sample_both.mp4", "sample_nobody.mov")
+NOT_A_VIDEO = b"this is not a video\n" * 20
+
+
+def dashboard_queries() -> list[tuple[str, str]]:
+    """(panel title and refId, PromQL) of every target of every panel."""
+    dashboard = json.loads(DASHBOARD.read_text())
+    return [
+        (f"{panel['title']} [{target['refId']}]", target["expr"].replace("$__rate_interval", RATE_WINDOW))
+        for panel in dashboard["panels"]
+        for target in panel.get("targets", [])
+    ]
+
+
+def keda_queries() -> list[str]:
+    spec = yaml.safe_load(SCALED_OBJECT.read_text())["spec"]
+    return [trigger["metadata"]["query"] for trigger in spec["triggers"] if trigger["type"] == "prometheus"]
+
+
+def instant_query(prometheus_url: str, expr: str) -> list[dict]:
+    """The result vector of an instant query (an invalid query fails the test with Prometheus's reason)."""
+    response = requests.get(prometheus_url + "api/v1/query", params={"query": expr}, timeout=10)
+    body = response.json()
+    assert response.status_code == 200 and body["status"] == "success", f"{expr}: {body}"
+    return body["data"]["result"]
+
+
+def finite_values(result: list[dict]) -> list[float]:
+    """The values of a result vector that are numbers (a quantile without observations is NaN)."""
+    return [value for value in (float(series["value"][1]) for series in result) if math.isfinite(value)]
+
+
+def assert_returns_data(prometheus_url: str, name: str, expr: str) -> list[dict]:
+    """Wait until `expr` gives at least one number; return its result vector."""
+    result: list[dict] = []
+
+    def has_data() -> bool:
+        nonlocal result
+        result = instant_query(prometheus_url, expr)
+        return bool(finite_values(result))
+
+    assert wait_for(has_data, timeout_s=60), f"{name}: no data for {expr} (last result: {result})"
+    return result
+
+
+@pytest.fixture(scope="module")
+def workload(local_stack: LocalStack, sample_dir: Path) -> Iterator[None]:
+    """Sample clips and one upload that is not a video, processed through RGW's notifications;
+    removed again at the end."""
+    stack_settings = local_stack.settings()
+    s3 = s3_client(stack_settings)
+    prefix = f"dashboards-{uuid.uuid4().hex[:8]}/"
+    uploads = {prefix + name: (sample_dir / name).read_bytes() for name in CLIPS}
+    bad = prefix + "not-a-video.mp4"
+    uploads[bad] = NOT_A_VIDEO
+    try:
+        for key, body in uploads.items():
+            s3.put_object(Bucket=stack_settings.input_bucket, Key=key, Body=body)
+        for key in uploads:
+            found = wait_for(lambda key=key: answers.find(s3, stack_settings.output_bucket, key).newest(), 120)
+            assert found, f"no answer for {key} within 120 s"
+        assert answers.find(s3, stack_settings.output_bucket, bad).error, f"{bad} got no error record"
+        yield
+    finally:
+        for key in uploads:
+            s3.delete_object(Bucket=stack_settings.input_bucket, Key=key)
+            for name in answers.find(s3, stack_settings.output_bucket, key).names:
+                s3.delete_object(Bucket=stack_settings.output_bucket, Key=name)
+
+
+def test_every_target_is_scraped_and_up(local_stack: LocalStack, prometheus_url: str, workload: None) -> None:
+    expected = {
+        (job["job_name"], target)
+        for job in scrape_jobs(local_stack.config)
+        for group in job["static_configs"]
+        for target in group["targets"]
+    }
+    functions = [target for job, target in expected if job == "openfaas-fn/face-recognition"]
+    assert len(functions) == local_stack.config.workers
+    targets: list[dict] = []
+
+    def all_up() -> bool:
+        nonlocal targets
+        targets = requests.get(prometheus_url + "api/v1/targets", timeout=10).json()["data"]["activeTargets"]
+        found = {(target["labels"]["job"], target["labels"]["instance"]) for target in targets}
+        return found == expected and all(target["health"] == "up" for target in targets)
+
+    assert wait_for(all_up, timeout_s=60), "targets not all up: " + "; ".join(
+        f"{t['labels']['job']} {t['scrapeUrl']} {t['health']} {t['lastError']}" for t in targets
+    )
+
+
+@pytest.mark.parametrize(("panel", "expr"), dashboard_queries(), ids=[name for name, _ in dashboard_queries()])
+def test_dashboard_panel_query_returns_data(prometheus_url: str, workload: None, panel: str, expr: str) -> None:
+    assert_returns_data(prometheus_url, f"panel {panel!r}", expr)
+
+
+@pytest.mark.parametrize("expr", keda_queries())
+def test_keda_trigger_query_returns_data(prometheus_url: str, workload: None, expr: str) -> None:
+    # KEDA reads a single number.
+    (series,) = assert_returns_data(prometheus_url, "KEDA trigger", expr)
+    assert float(series["value"][1]) >= 0
+
+
+def test_series_carry_the_labels_of_the_cluster(local_stack: LocalStack, prometheus_url: str, workload: None) -> None:
+    """The target labels are the ones the PodMonitors and the ServiceMonitor give on the cluster."""
+    # The upload that is not a video was counted as an error by one of the workers.
+    errors = assert_returns_data(prometheus_url, "errors", 'facerec_videos_total{outcome="error"} >= 1')
+    assert {s["metric"]["namespace"] for s in errors} == {"openfaas-fn"}
+    assert {s["metric"]["job"] for s in errors} == {"openfaas-fn/face-recognition"}
+    every_worker = instant_query(prometheus_url, 'facerec_videos_total{outcome="error"}')
+    assert len({s["metric"]["pod"] for s in every_worker}) == local_stack.config.workers
+    backlog = instant_query(prometheus_url, "facerec_notifier_backlog")
+    assert [(s["metric"]["namespace"], s["metric"]["job"]) for s in backlog] == [("facepipe", "notifier")]
+    replicas = instant_query(prometheus_url, "gateway_service_count")
+    assert [s["metric"]["function_name"] for s in replicas] == ["face-recognition.openfaas-fn"]
+    assert [s["metric"]["namespace"] for s in replicas] == ["openfaas"]
+    assert float(replicas[0]["value"][1]) == local_stack.config.workers
