@@ -35,18 +35,24 @@ test-fast: install
 	$(PYTHON) -m ruff check .
 	$(PYTHON) -m pytest -p no:cacheprovider -n 2 tests/unit tests/deploy
 
+# Both functions: the video sample for face recognition, then the photo sample for image
+# classification, each uploaded to its input bucket, checked, and posted to the web tier.
 demo: install
 	$(STACK) up --known-faces data/known_faces.json --student-data data/student_data.json
 	$(PYTHON) workload/workload.py
 	$(PYTHON) checker/check.py --mapping data/sample_mapping --wait 300
 	$(PYTHON) workload/workload.py --http "$$(sed -n 's/^WEB_URL=//p' .env)" --mapping data/sample_mapping
+	$(PYTHON) workload/workload.py --images
+	$(PYTHON) checker/check.py --mapping data/sample_image_mapping --wait 120
+	$(PYTHON) workload/workload.py --http "$$(sed -n 's/^WEB_URL=//p' .env)classify" --mapping data/sample_image_mapping
 	@echo
 	@web=$$(sed -n 's/^WEB_URL=//p' .env); \
 	  echo "Web tier:     $$web   (curl -F inputFile=@clip.mp4 $$web)"; \
+	  echo "Classify:     $${web}classify   (curl -F inputFile=@photo.jpg $${web}classify)"; \
 	  echo "Results page: $${web}results"
 	@echo "The stack is still running (settings in .env, logs in .stack/log/). Stop it with: make down"
 
-# The function and notifier images from their Dockerfiles, with rootful podman, a Debian base
+# The two functions' and the notifier's images from their Dockerfiles, with rootful podman, a Debian base
 # made by mmdebstrap and a wheelhouse (no registry is needed; see docs/deploy.md, "Images").
 # For tests only: a placeholder stands in for of-watchdog. The last line is one JSON object.
 images: install

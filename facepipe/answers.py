@@ -11,6 +11,10 @@ metadata), an answer written no earlier than the version was uploaded is current
 
 `find` looks all of a key's answers up with one LIST of their common prefix `<stem>.`;
 `index` builds the same view from a listing of the whole output bucket.
+
+Two result formats, told apart by their header: the face function's `name,major,year` (one row
+per known person) and the image classification function's `rank,label,score` (the five most
+likely ImageNet classes, most likely first; score = softmax probability, 4 decimals).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ PICTURE_SUFFIX = ".jpg"
 #: Object metadata on every answer: the ETag of the input object version it answers.
 SOURCE_ETAG_METADATA = "source-etag"
 CSV_HEADER = ("name", "major", "year")
+LABELS_CSV_HEADER = ("rank", "label", "score")
 #: The error kind an answer that cannot be parsed reads as.
 UNREADABLE = "unreadable_result"
 
@@ -89,6 +94,51 @@ def parse_csv(text: str) -> list[Student]:
             raise ValueError(f"result CSV row has {len(row)} fields, expected 3: {row!r}")
         students.append(Student(*(cell.strip() for cell in row)))
     return students
+
+
+@dataclass(frozen=True)
+class Label:
+    """One line of a classification: `rank` 1 is the most likely class; `score` in [0, 1]."""
+
+    rank: int
+    label: str
+    score: float
+
+
+def render_labels_csv(labels: list[Label]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(LABELS_CSV_HEADER)
+    for label in labels:
+        writer.writerow((label.rank, label.label, f"{label.score:.4f}"))
+    return buffer.getvalue()
+
+
+def parse_labels_csv(text: str) -> list[Label]:
+    """Parse a classification CSV; raise ValueError unless it is `rank,label,score` and its rows
+    have a whole rank and a score between 0 and 1."""
+    rows = list(csv.reader(io.StringIO(text)))
+    if not rows or tuple(cell.strip() for cell in rows[0]) != LABELS_CSV_HEADER:
+        raise ValueError("classification CSV does not start with the header rank,label,score")
+    labels = []
+    for row in rows[1:]:
+        if not row:
+            continue
+        if len(row) != 3:
+            raise ValueError(f"classification CSV row has {len(row)} fields, expected 3: {row!r}")
+        try:
+            label = Label(int(row[0]), row[1].strip(), float(row[2]))
+        except ValueError:
+            raise ValueError(f"classification CSV row has no whole rank and numeric score: {row!r}") from None
+        if not 0.0 <= label.score <= 1.0 or label.rank < 1 or not label.label:
+            raise ValueError(f"classification CSV row is out of range: {row!r}")
+        labels.append(label)
+    return labels
+
+
+def _header(text: str) -> tuple[str, ...]:
+    first = next(csv.reader(io.StringIO(text.partition("\n")[0])), [])
+    return tuple(cell.strip() for cell in first)
 
 
 def render_error(key: str, error: str, detail: str) -> str:
@@ -203,11 +253,13 @@ def find(s3, bucket: str, key: str) -> Answers:
 
 @dataclass
 class AnswerBody:
-    """A parsed answer: the people of a result, or the error record (`error`, `detail`)."""
+    """A parsed answer: the people (faces) or labels (classification) of a result, or the error
+    record (`error`, `detail`)."""
 
     answer: StoredAnswer
     people: list[Student] = field(default_factory=list)
     error: dict | None = None
+    labels: list[Label] = field(default_factory=list)
 
     @property
     def unreadable(self) -> bool:
@@ -220,6 +272,8 @@ def parse(answer: StoredAnswer, text: str) -> AnswerBody:
         if answer.is_error:
             record = parse_error(text)
             return AnswerBody(answer, error={"error": str(record["error"]), "detail": str(record.get("detail") or "")})
+        if _header(text) == LABELS_CSV_HEADER:
+            return AnswerBody(answer, labels=parse_labels_csv(text))
         return AnswerBody(answer, people=parse_csv(text))
     except ValueError as exc:
         return AnswerBody(answer, error={"error": UNREADABLE, "detail": str(exc)})

@@ -6,7 +6,7 @@ undefined) until then."""
 
 from prometheus_client import Counter, Gauge, Histogram
 
-STAGES = ("download", "queue", "decode", "detect", "lookup", "upload")
+STAGES = ("download", "queue", "decode", "detect", "lookup", "classify", "upload")
 #: facerec_videos_total's outcomes (facepipe/function.py): a result, an error record, an object
 #: answered before (same ETag), a missing object, no computation slot in time.
 OUTCOMES = ("ok", "error", "skipped", "not_found", "busy")

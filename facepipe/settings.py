@@ -9,7 +9,8 @@ credentials and the token), then the process environment, then the file named by
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, fields
+import re
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from dotenv import find_dotenv, load_dotenv
@@ -35,6 +36,64 @@ class SettingsError(ConfigurationError):
     """A setting is missing or malformed."""
 
 
+#: S3 bucket names (the rules RGW and AWS share): 3-63 lower-case letters, digits, dots, hyphens.
+BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+#: OpenFaaS function names are DNS labels (they name a Deployment and a Service).
+FUNCTION_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+
+
+@dataclass(frozen=True)
+class Route:
+    """Objects created in `input_bucket` go to `function`, whose answers land in `output_bucket`."""
+
+    input_bucket: str
+    function: str
+    output_bucket: str
+
+    def __str__(self) -> str:
+        return f"{self.input_bucket}={self.function}>{self.output_bucket}"
+
+
+def parse_routes(text: str) -> list[Route]:
+    """`<input bucket>=<function>><output bucket>` entries, comma-separated (the ROUTES setting)."""
+    routes = []
+    for entry in (part.strip() for part in text.split(",")):
+        if not entry:
+            continue
+        match = re.fullmatch(r"([^=>]+)=([^=>]+)>([^=>]+)", entry)
+        if match is None:
+            raise SettingsError(f"ROUTES entry {entry!r} is not <input bucket>=<function>><output bucket>")
+        routes.append(Route(*(part.strip() for part in match.groups())))
+    return check_routes(routes, "ROUTES")
+
+
+def check_routes(routes: list[Route], source: str) -> list[Route]:
+    """The routes without repeats; SettingsError for bad names, a bucket routed to two functions,
+    or an output bucket that is also an input bucket (its answers would be processed again)."""
+    unique = list(dict.fromkeys(routes))
+    if not unique:
+        raise SettingsError(f"{source} has no route")
+    for route in unique:
+        for bucket in (route.input_bucket, route.output_bucket):
+            if not BUCKET_NAME.match(bucket) or ".." in bucket:
+                raise SettingsError(f"{source}: {bucket!r} is not a valid bucket name")
+        if not FUNCTION_NAME.match(route.function):
+            raise SettingsError(f"{source}: {route.function!r} is not a valid function name")
+    inputs: dict[str, Route] = {}
+    for route in unique:
+        if route.input_bucket in inputs:
+            raise SettingsError(
+                f"{source}: bucket {route.input_bucket!r} is routed twice ({inputs[route.input_bucket]}, {route})"
+            )
+        inputs[route.input_bucket] = route
+    for route in unique:
+        if route.output_bucket in inputs:
+            raise SettingsError(
+                f"{source}: {route.output_bucket!r} is the output bucket of {route} and an input bucket too"
+            )
+    return unique
+
+
 @dataclass(frozen=True)
 class Settings:
     s3_endpoint_url: str | None = None
@@ -50,6 +109,15 @@ class Settings:
     students_table: str = "students"
     openfaas_gateway: str = "http://127.0.0.1:8080"
     function_name: str = "face-recognition"
+    # Image classification: its buckets and function, and the ONNX model (the function's image
+    # has it; the local stack converts it at start).
+    image_input_bucket: str = "images-input"
+    image_output_bucket: str = "images-output"
+    image_function_name: str = "image-classification"
+    classifier_model: str | None = None
+    #: ROUTES: which function each input bucket's objects go to (see `routes`); unset, both
+    #: functions' routes from the settings above.
+    routes_table: str | None = field(default=None, metadata={"env": "ROUTES"})
     notify_token: str | None = None
     known_faces: str | None = None
     # Recognition
@@ -76,9 +144,29 @@ class Settings:
 
     def require(self, *names: str) -> None:
         """Raise SettingsError naming every listed setting that is empty."""
-        missing = [n.upper() for n in names if getattr(self, n) in (None, "")]
+        missing = [env_name(n) for n in names if getattr(self, n) in (None, "")]
         if missing:
             raise SettingsError("missing settings: " + ", ".join(missing))
+
+    def routes(self) -> list[Route]:
+        """The routing table: ROUTES, or else the face route (INPUT_BUCKET, FUNCTION_NAME,
+        OUTPUT_BUCKET) and the image route (the IMAGE_* settings). Raises SettingsError."""
+        if self.routes_table is not None:
+            return parse_routes(self.routes_table)
+        derived = [
+            Route(self.input_bucket, self.function_name, self.output_bucket),
+            Route(self.image_input_bucket, self.image_function_name, self.image_output_bucket),
+        ]
+        return check_routes(derived, "the bucket and function settings")
+
+    def route_for(self, bucket: str) -> Route | None:
+        """The route of an input bucket, or None when objects there go nowhere."""
+        return next((route for route in self.routes() if route.input_bucket == bucket), None)
+
+
+def env_name(name: str) -> str:
+    """The environment variable of a Settings field (its name upper-cased, unless it says otherwise)."""
+    return Settings.__dataclass_fields__[name].metadata.get("env", name.upper())
 
 
 def _read_secret(name: str, secrets_dir: Path) -> str | None:
@@ -116,13 +204,13 @@ def load_settings(env_file: str | os.PathLike | None = None) -> Settings:
         load_dotenv(env_path, override=False)
     secrets_dir = Path(os.environ.get("SECRETS_DIR", DEFAULT_SECRETS_DIR))
     values: dict[str, object] = {}
-    for field in fields(Settings):
-        name = field.name.upper()
+    for setting in fields(Settings):
+        name = env_name(setting.name)
         raw = None
         if name in SECRET_NAMES:
             raw = _read_secret(SECRET_NAMES[name], secrets_dir)
         if raw is None:
             raw = os.environ.get(name)
         if raw is not None:
-            values[field.name] = _convert(raw.strip(), field.default, name)
+            values[setting.name] = _convert(raw.strip(), setting.default, name)
     return Settings(**values)

@@ -15,6 +15,8 @@ One run, on the same machine state:
 3. **Idle latency**: each distinct clip alone on the idle stack, upload to CSV present.
 4. **Memory**: peak RSS (VmHWM) of each function worker process.
 5. **Scaling**: end-to-end throughput with 1 and with 2 workers.
+6. **Image classification** (facepipe_tools/bench_classify.py; `--no-classification` skips it,
+   `--only-classification` runs it alone): its own steps 1-4, in the `classification` object.
 
 Human-readable tables go to stdout, progress to stderr; the last line of stdout is one
 JSON object (see `REQUIRED_KEYS`). Exit status: 0 when the run worked and every answer was
@@ -940,7 +942,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--compute-only", action="store_true", help="step 1 only, no stack")
     parser.add_argument("--no-pin", action="store_true", help="do not pin step 1 to one CPU")
+    from facepipe_tools import bench_classify  # it builds on this module
+
+    bench_classify.add_arguments(parser)
     args = parser.parse_args(argv)
+    if args.no_classification and args.only_classification:
+        parser.error("--no-classification and --only-classification exclude each other")
     if args.workers < 1 or args.rounds < 1:
         parser.error("--workers and --rounds must be at least 1")
     handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -971,6 +978,10 @@ def run(args: argparse.Namespace) -> int:
     # Ctrl-C and TERM stop the run and then the stack (even when started with INT ignored).
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _raise_interrupt)
+    from facepipe_tools import bench_classify  # it builds on this module
+
+    if args.only_classification:
+        return bench_classify.run_alone(args, say, console)
     clips: list[ClipResult] = []
     runs: dict[int, EndToEnd] = {}
     idle: list[IdleRun] = []
@@ -1046,6 +1057,11 @@ def run(args: argparse.Namespace) -> int:
     report["loadavg_start"] = load_start
     report["loadavg_end"] = [round(value, 2) for value in os.getloadavg()]
     render(report, clips, runs, idle, console)
+    if not args.no_classification and code != 130:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, _raise_interrupt)
+        report, code = bench_classify.merge(report, code, *bench_classify.run_section(args, say, console))
+        report["elapsed_s"] = round(time.monotonic() - started, 1)
     sys.stdout.flush()
     print(json_line(report), flush=True)
     if code:

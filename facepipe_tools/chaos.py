@@ -33,17 +33,23 @@ known faces and students from ../shared/cse546 or $CSE546_DIR), then:
    later than without the fault the last clip got its answer.
 3. **persistent notifications** (exploration, not in the JSON): the notifier-kill fault
    with the topic switched to persistent delivery.
-4. **bad input**: every case of `bad_input_cases()` (media, keys, notifications, function
+4. **memory**: the function restarted (fresh workers), the hostile files of
+   facepipe_tools/hostile_media.py (decompression bombs, huge or odd video frames, absurd
+   container indexes, playlists...) uploaded at once; each must get an acceptable answer,
+   no worker may die, and the workers' peak resident memory (VmHWM, followed throughout)
+   must stay within WORKER_RSS_LIMIT_MB. Alone with `--scenario memory`.
+5. **bad input**: every case of `bad_input_cases()` (media, keys, notifications, function
    requests, a hung worker), then the service must still answer a normal clip, and no
    temporary file or stray process of the function may be left.
 
 It prints a table per part and, as its last line, one JSON object::
 
     {"scenarios": [{"name", "videos", "results", "lost", "duplicated", "recover_s"}, ...],
-     "bad_inputs_tried": N, "bad_inputs_failed": N}
+     "bad_inputs_tried": N, "bad_inputs_failed": N,
+     "memory": {"files", "answered", "failed", "worker_restarts", "max_worker_rss_mb", "limit_mb"}}
 
-Exit status 0 when nothing was lost, duplicated or wrong and every bad input was handled;
-1 otherwise; 2 when the run itself could not be done.
+Exit status 0 when nothing was lost, duplicated or wrong, every bad input was handled and
+the memory scenario kept its bound; 1 otherwise; 2 when the run itself could not be done.
 """
 
 from __future__ import annotations
@@ -56,7 +62,6 @@ import re
 import secrets
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -75,7 +80,8 @@ from facepipe.answers import error_key, parse_csv, parse_error, picture_key, res
 from facepipe.clients import s3_client, sns_client
 from facepipe.notifier.setup import disable_notifications, ensure_bucket, setup_notifications
 from facepipe.settings import Settings
-from facepipe_tools import metrics_client, notifier_probe
+from facepipe_tools import hostile_media, metrics_client, notifier_probe
+from facepipe_tools.hostile_media import ffmpeg
 from facepipe_tools.mapping import OK, MappingEntry, compare, load_mapping
 from facepipe_tools.metrics_client import Samples
 from facepipe_tools.paths import cse546_dir
@@ -98,6 +104,9 @@ CHAOS_ENV = {
 #: the time the slow clip needs (30 sampled frames without a face, each detected twice).
 SLOW_DECODE_TIMEOUT_S = 0.5
 SCENARIOS = ("notifier-kill", "function-kill", "rgw-restart", "notifications-off", "duplicate-events")
+#: Hostile media through the running stack, the workers' peak memory measured (run_memory).
+MEMORY = "memory"
+ALL_SCENARIOS = (*SCENARIOS, MEMORY)
 FAST_RECONCILE_S = 5.0
 DOWN_S = 5.0
 POLL_S = 0.5
@@ -107,7 +116,6 @@ UPLOAD_THREADS = 4
 
 class ChaosError(RuntimeError):
     """The chaos run itself failed (stack, data, timeout of a step)."""
-
 
 
 def _say(message: str) -> None:
@@ -203,17 +211,6 @@ def sample_clips(sample_dir: Path, mapping_file: Path, count: int) -> list[Clip]
         key = f"{index:02d}-{entry.video}"
         clips.append(Clip(key, sample_dir / entry.video, MappingEntry(key, entry.people)))
     return clips
-
-
-def ffmpeg(*args: str, timeout: float = 300.0) -> None:
-    """Run ffmpeg (an argument list, never a shell) to make test media."""
-    subprocess.run(
-        ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y", *args],
-        check=True,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        timeout=timeout,
-    )
 
 
 def http_json(method: str, url: str, **kwargs: object) -> tuple[int, dict]:
@@ -1536,6 +1533,180 @@ def check_no_leftovers(stack: ChaosStack, videos: int) -> CaseResult:
     return CaseResult("no-leftovers", what, not problems, "; ".join(problems))
 
 
+# ----------------------------------------------------------------------------- memory
+
+#: The bound every function worker must keep, whatever it is sent (the container limit in
+#: stack.yml is 1 GiB).
+WORKER_RSS_LIMIT_MB = 700
+MEMORY_PREFIX = "memory/"
+
+
+def vmhwm_mb(status: str) -> float | None:
+    """The peak resident memory (VmHWM) in MiB from the text of /proc/<pid>/status."""
+    for line in status.splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return None
+
+
+def read_status(pid: int) -> str | None:
+    try:
+        return Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+
+
+class RssSampler:
+    """Follows the function workers' peak resident memory (VmHWM, which the kernel keeps for
+    the life of a process) while a run goes on: `pids` lists the workers now, `status` reads
+    a process's /proc status. The peak of a worker that dies is its last sample."""
+
+    def __init__(self, pids: Callable[[], list[int]], status: Callable[[int], str | None] = read_status,
+                 interval_s: float = 0.2) -> None:  # fmt: skip
+        self.pids = pids
+        self.status = status
+        self.interval_s = interval_s
+        self.peaks: dict[int, float] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def sample(self) -> None:
+        for pid in self.pids():
+            text = self.status(pid)
+            peak = vmhwm_mb(text) if text else None
+            if peak is not None:
+                self.peaks[pid] = max(peak, self.peaks.get(pid, 0.0))
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.sample()
+
+    def __enter__(self) -> RssSampler:
+        self.sample()
+        self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self.sample()
+
+    @property
+    def max_mb(self) -> float | None:
+        return round(max(self.peaks.values()), 1) if self.peaks else None
+
+
+@dataclass
+class MemoryResult:
+    """The memory scenario: hostile files uploaded, how each was answered, the workers' peaks."""
+
+    files: int = 0
+    answered: int = 0
+    failed: list[str] = field(default_factory=list)
+    worker_restarts: int = 0
+    max_worker_rss_mb: float | None = None
+    rows: list[tuple[str, str, str]] = field(default_factory=list)  # name, answer, problem
+
+    @property
+    def passed(self) -> bool:
+        return (
+            not self.failed
+            and self.answered == self.files
+            and self.worker_restarts == 0
+            and self.max_worker_rss_mb is not None
+            and self.max_worker_rss_mb <= WORKER_RSS_LIMIT_MB
+        )
+
+    def to_json(self) -> dict:
+        return {
+            "files": self.files,
+            "answered": self.answered,
+            "failed": len(self.failed),
+            "worker_restarts": self.worker_restarts,
+            "max_worker_rss_mb": self.max_worker_rss_mb,
+            "limit_mb": WORKER_RSS_LIMIT_MB,
+        }
+
+
+def read_answer(client: StackClient, key: str, outputs: dict[str, dict]) -> tuple[str, str | list[str]] | None:
+    """("csv", people) or (error kind, detail) for an input key; None without an answer."""
+    if result_key(key) in outputs:
+        return "csv", [student.name for student in parse_csv(client.read_output(result_key(key)))]
+    if error_key(key) in outputs:
+        record = parse_error(client.read_output(error_key(key)))
+        return str(record.get("error")), str(record.get("detail", ""))
+    return None
+
+
+def run_memory(client: StackClient, media_dir: Path, reference: Path, timeout_s: float = 600.0) -> MemoryResult:
+    """The `memory` scenario: restart the function (fresh workers: their peak is this run's),
+    upload the reference clip to learn who is in it, make the hostile files from its first
+    frame (facepipe_tools.hostile_media), upload them all at once, wait for every answer and
+    judge it; the workers' peak resident memory is followed throughout, and none may die."""
+    stack, settings = client.stack, client.settings
+    result = MemoryResult()
+    client.wait_idle(120)
+    client.clear()
+    stack.restart("function")
+    if not client.wait_gateway_ready(180):
+        raise ChaosError("the function's workers did not get ready")
+    ref_key = MEMORY_PREFIX + "reference.mp4"
+    client.put(ref_key, reference.read_bytes())
+    if not wait_for(lambda: result_key(ref_key) in client.list(settings.output_bucket), 180, POLL_S):
+        raise ChaosError("the reference clip got no result")
+    people = [student.name for student in parse_csv(client.read_output(result_key(ref_key)))]
+    if not people:
+        raise ChaosError("nobody known in the reference clip")
+    media_dir.mkdir(parents=True, exist_ok=True)
+    still = media_dir / "reference.png"
+    if not still.exists():
+        ffmpeg("-i", str(reference), "-frames:v", "1", str(still))
+    made = hostile_media.build(media_dir / "hostile", still)
+    keys = {MEMORY_PREFIX + case.name: (case, path) for case, path in made}
+    result.files = len(keys)
+    workers_before = set(stack.worker_pids())
+    with RssSampler(stack.worker_pids) as sampler:
+        with ThreadPoolExecutor(max_workers=UPLOAD_THREADS) as pool:
+            list(pool.map(lambda item: client.put(item[0], item[1][1].read_bytes()), keys.items()))
+
+        def all_answered() -> bool:
+            outputs = client.list(settings.output_bucket)
+            return all(result_key(key) in outputs or error_key(key) in outputs for key in keys)
+
+        wait_for(all_answered, timeout_s, POLL_S)
+        client.wait_idle(120)
+    result.max_worker_rss_mb = sampler.max_mb
+    now = set(stack.worker_pids())
+    result.worker_restarts = max(len((set(sampler.peaks) | now) - workers_before), len(workers_before - now))
+    outputs = client.list(settings.output_bucket)
+    for key, (case, _) in keys.items():
+        answer = read_answer(client, key, outputs)
+        if answer is None:
+            result.failed.append(f"{case.name}: no answer")
+            result.rows.append((case.name, "-", "no answer"))
+            continue
+        result.answered += 1
+        kind, found = answer
+        problem = hostile_media.judge(case, kind, found, people)
+        shown = f"csv {found}" if kind == "csv" else f"{kind}: {found}"
+        result.rows.append((case.name, shown[:90], problem or ""))
+        if problem:
+            result.failed.append(f"{case.name}: {problem}")
+    return result
+
+
+def memory_table(result: MemoryResult) -> str:
+    """One line per hostile file, left-aligned (the cells are sentences, not numbers)."""
+    lines = [("file", "result", "answer")]
+    lines += [(name, "FAILED: " + problem if problem else "ok", answer) for name, answer, problem in result.rows]
+    widths = [max(len(line[i]) for line in lines) for i in range(2)]
+    out = [f"{a.ljust(widths[0])}  {b.ljust(widths[1])}  {c}".rstrip() for a, b, c in lines]
+    out.insert(1, f"{'-' * widths[0]}  {'-' * widths[1]}  {'-' * 6}")
+    return "\n".join(out)
+
+
 # ----------------------------------------------------------------------------- report
 
 
@@ -1574,14 +1745,15 @@ def bad_input_table(rows: list[CaseResult]) -> str:
     return _columns(lines)
 
 
-def summary_json(scenarios: list[ScenarioResult], bad: list[CaseResult]) -> str:
-    return json.dumps(
-        {
-            "scenarios": [row.to_json() for row in scenarios if row.name in SCENARIOS],
-            "bad_inputs_tried": len(bad),
-            "bad_inputs_failed": sum(not row.passed for row in bad),
-        }
-    )
+def summary_json(scenarios: list[ScenarioResult], bad: list[CaseResult], memory: MemoryResult | None = None) -> str:
+    summary: dict[str, object] = {
+        "scenarios": [row.to_json() for row in scenarios if row.name in SCENARIOS],
+        "bad_inputs_tried": len(bad),
+        "bad_inputs_failed": sum(not row.passed for row in bad),
+    }
+    if memory is not None:
+        summary["memory"] = memory.to_json()
+    return json.dumps(summary)
 
 
 # ----------------------------------------------------------------------------- main
@@ -1593,7 +1765,7 @@ class ChaosOptions:
     workers: int = 2
     rate: float = 8.0
     videos: int | None = None
-    scenarios: tuple[str, ...] = SCENARIOS
+    scenarios: tuple[str, ...] = ALL_SCENARIOS
     persistent: bool = True
     bad_inputs: bool = True
     state_dir: Path | None = None
@@ -1620,27 +1792,37 @@ def run_chaos(options: ChaosOptions) -> int:
     )  # fmt: skip
     scenarios: list[ScenarioResult] = []
     bad: list[CaseResult] = []
+    memory: MemoryResult | None = None
     started = time.monotonic()
+    faults = [name for name in options.scenarios if name in SCENARIOS]
     try:
         _say(f"chaos: starting the stack in {state_dir}")
         stack.up()
         client = StackClient(stack)
-        clips = cse546_clips(cse546, options.videos)
-        runner = ScenarioRunner(client, clips, options.rate)
-        _say(f"chaos: baseline, {len(clips)} clips at {options.rate:g}/s")
-        baseline = runner.run(None)
-        scenarios.append(baseline)
-        names = [*options.scenarios, *(["persistent"] if options.persistent else [])]
-        for name in names:
-            fault = make_fault(name, client)
-            _say(f"chaos: {fault.name}: {fault.description}")
-            row = runner.run(fault, baseline)
-            scenarios.append(row)
-            _say(f"chaos: {row.name}: {row.results}/{row.videos} answered, {row.lost} lost, "
-                 f"{row.duplicated} duplicated, {row.wrong} wrong, recover {_secs(row.recover_s)} s")  # fmt: skip
-            for problem in row.problems[:10]:
-                _say(f"  {problem}")
-        videos = sum(row.videos for row in scenarios)
+        videos = 0
+        if faults:
+            clips = cse546_clips(cse546, options.videos)
+            runner = ScenarioRunner(client, clips, options.rate)
+            _say(f"chaos: baseline, {len(clips)} clips at {options.rate:g}/s")
+            baseline = runner.run(None)
+            scenarios.append(baseline)
+            for name in [*faults, *(["persistent"] if options.persistent else [])]:
+                fault = make_fault(name, client)
+                _say(f"chaos: {fault.name}: {fault.description}")
+                row = runner.run(fault, baseline)
+                scenarios.append(row)
+                _say(f"chaos: {row.name}: {row.results}/{row.videos} answered, {row.lost} lost, "
+                     f"{row.duplicated} duplicated, {row.wrong} wrong, recover {_secs(row.recover_s)} s")  # fmt: skip
+                for problem in row.problems[:10]:
+                    _say(f"  {problem}")
+            videos += sum(row.videos for row in scenarios)
+        if MEMORY in options.scenarios:
+            _say("chaos: memory: hostile media, the function workers' peak memory")
+            reference = cse546 / "test_cases" / "test_case_1" / "test_0.mp4"
+            memory = run_memory(client, state_dir / "media", reference)
+            _say(f"chaos: memory: {memory.answered}/{memory.files} answered, {len(memory.failed)} failed, "
+                 f"peak worker RSS {memory.max_worker_rss_mb} MiB")  # fmt: skip
+            videos += memory.files + 1
         if options.bad_inputs:
             _say("chaos: bad input")
             client.wait_idle(120)
@@ -1668,38 +1850,51 @@ def run_chaos(options: ChaosOptions) -> int:
                 stack.down()
             if options.state_dir is None:
                 shutil.rmtree(state_dir, ignore_errors=True)
-        print_report(scenarios, bad, time.monotonic() - started)
-    ok = all(row.passed for row in scenarios) and all(row.passed for row in bad)
+        print_report(scenarios, bad, time.monotonic() - started, memory)
+    ok = all(row.passed for row in scenarios) and all(row.passed for row in bad) and (memory is None or memory.passed)
     return 0 if ok else 1
 
 
-def print_report(scenarios: list[ScenarioResult], bad: list[CaseResult], elapsed_s: float) -> None:
+def print_report(
+    scenarios: list[ScenarioResult], bad: list[CaseResult], elapsed_s: float, memory: MemoryResult | None = None
+) -> None:
     print()
-    print("Faults: times in seconds from the first upload; last = when the last clip got its answer;")
-    print("max wait = longest upload-to-answer time of a clip; recover_s = last - the baseline's last")
-    print(scenario_table(scenarios))
+    if scenarios:
+        print("Faults: times in seconds from the first upload; last = when the last clip got its answer;")
+        print("max wait = longest upload-to-answer time of a clip; recover_s = last - the baseline's last")
+        print(scenario_table(scenarios))
     for row in scenarios:
         if row.note:
             print(f"  {row.name}: {row.note}")
         for problem in row.problems[:20]:
             print(f"  {row.name}: {problem}")
+    if memory is not None:
+        print()
+        print(f"Memory ({memory.answered}/{memory.files} answered, {len(memory.failed)} not as expected, "
+              f"{memory.worker_restarts} worker restarts; peak worker RSS {memory.max_worker_rss_mb} MiB, "
+              f"limit {WORKER_RSS_LIMIT_MB} MiB)")  # fmt: skip
+        print(memory_table(memory))
     if bad:
         print()
         print(f"Bad input ({sum(r.passed for r in bad)}/{len(bad)} handled)")
         print(bad_input_table(bad))
     print()
     print(f"chaos: {elapsed_s:.0f} s in all")
-    print(summary_json(scenarios, bad), flush=True)
+    print(summary_json(scenarios, bad, memory), flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="chaos.py", description=__doc__.splitlines()[0])
     parser.add_argument("--cse546", type=Path, default=cse546_dir(), help="CSE546 data folder")
     parser.add_argument("--workers", type=int, default=2, help="function workers (default 2)")
-    parser.add_argument("--rate", type=float, default=8.0,
-                        help="uploads per second (default 8: faster than 2 workers recognise, so a backlog builds)")
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=8.0,
+        help="uploads per second (default 8: faster than 2 workers recognise, so a backlog builds)",
+    )
     parser.add_argument("--videos", type=int, help="use only the first N clips of test_case_2")
-    parser.add_argument("--scenario", action="append", choices=SCENARIOS, help="run only these (repeatable)")
+    parser.add_argument("--scenario", action="append", choices=ALL_SCENARIOS, help="run only these (repeatable)")
     parser.add_argument("--no-persistent", action="store_true", help="skip the persistent-notification run")
     parser.add_argument("--no-bad-inputs", action="store_true", help="skip the bad-input suite")
     parser.add_argument("--state-dir", type=Path, help="stack state folder (default: a temporary folder)")
@@ -1710,7 +1905,7 @@ def main(argv: list[str] | None = None) -> int:
         workers=args.workers,
         rate=args.rate,
         videos=args.videos,
-        scenarios=tuple(args.scenario or SCENARIOS),
+        scenarios=tuple(args.scenario or ALL_SCENARIOS),
         persistent=not args.no_persistent,
         bad_inputs=not args.no_bad_inputs,
         state_dir=args.state_dir.resolve() if args.state_dir else None,

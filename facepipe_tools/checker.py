@@ -1,4 +1,8 @@
-"""The checker: compare the output bucket with a mapping file, waiting for results if asked."""
+"""The checker: compare an output bucket with a mapping file, waiting for results if asked.
+
+A face mapping (`video:major,year` lines) is checked against OUTPUT_BUCKET, an image mapping
+(`image:label|label...` lines; `--images`, or told from the file) against the top label of
+each `<stem>.csv` in IMAGE_OUTPUT_BUCKET."""
 
 from __future__ import annotations
 
@@ -20,7 +24,22 @@ from facepipe import answers
 from facepipe.answers import AnswerBody, Answers, StoredAnswer, Version
 from facepipe.clients import s3_client
 from facepipe.settings import Settings, SettingsError, load_settings
-from facepipe_tools.mapping import ERROR, MISSING, OK, WRONG, MappingEntry, compare, describe_students, load_mapping
+from facepipe_tools.mapping import (
+    ERROR,
+    FACES,
+    IMAGES,
+    MISSING,
+    OK,
+    WRONG,
+    ImageEntry,
+    MappingEntry,
+    compare,
+    compare_labels,
+    describe_labels,
+    describe_students,
+    kind_of,
+    load_any_mapping,
+)
 from facepipe_tools.stats import percentile
 
 STATUS_STYLE = {OK: "green", WRONG: "bold red", MISSING: "yellow", ERROR: "magenta"}
@@ -32,7 +51,7 @@ class CheckError(Exception):
 
 @dataclass
 class Row:
-    video: str
+    video: str  # the input's key: a video, or an image when checking image classification
     expected: str
     got: str
     status: str
@@ -70,19 +89,22 @@ class OutputReader:
         return self._cache[ident]
 
 
-def evaluate(entry: MappingEntry, inputs: dict[str, dict], outputs: dict[str, Answers], reader: OutputReader) -> Row:
+def evaluate(
+    entry: MappingEntry | ImageEntry, inputs: dict[str, dict], outputs: dict[str, Answers], reader: OutputReader
+) -> Row:
     """The row for one mapping entry given the current bucket listings."""
-    row = Row(video=entry.video, expected=entry.describe(), got="", status=MISSING)
-    uploaded = inputs.get(entry.video)
+    row = Row(video=entry.key, expected=entry.describe(), got="", status=MISSING)
+    noun = "image" if isinstance(entry, ImageEntry) else "video"
+    uploaded = inputs.get(entry.key)
     row.uploaded_at = uploaded["LastModified"] if uploaded else None
-    found = outputs.get(answers.stem(entry.video), Answers())
+    found = outputs.get(answers.stem(entry.key), Answers())
     newest = found.newest()
     answer = newest if uploaded is None else found.current(Version(modified=row.uploaded_at))
     if answer is None:
         if newest is not None:
-            row.detail = "only a result older than the uploaded video"
+            row.detail = f"only a result older than the uploaded {noun}"
         elif uploaded is None:
-            row.detail = "video not in the input bucket"
+            row.detail = f"{noun} not in the input bucket"
         else:
             row.detail = "no result yet"
         return row
@@ -97,14 +119,25 @@ def evaluate(entry: MappingEntry, inputs: dict[str, dict], outputs: dict[str, An
         else:
             row.status, row.got, row.detail = ERROR, "-", message
         return row
-    row.got = describe_students(body.people)
-    row.status, row.detail = compare(entry, body.people)
+    if isinstance(entry, ImageEntry):
+        row.got = describe_labels(body.labels)
+        row.status, row.detail = compare_labels(entry, body.labels)
+    else:
+        row.got = describe_students(body.people)
+        row.status, row.detail = compare(entry, body.people)
     return row
+
+
+def buckets(settings: Settings, entries: list[MappingEntry] | list[ImageEntry]) -> tuple[str, str]:
+    """(input bucket, output bucket) the entries are checked in: the image buckets for images."""
+    if kind_of(entries) == IMAGES:
+        return settings.image_input_bucket, settings.image_output_bucket
+    return settings.input_bucket, settings.output_bucket
 
 
 def check(
     settings: Settings,
-    entries: list[MappingEntry],
+    entries: list[MappingEntry] | list[ImageEntry],
     wait_s: float = 0.0,
     poll_s: float = 1.0,
     s3=None,
@@ -112,13 +145,14 @@ def check(
 ) -> list[Row]:
     """Evaluate every entry, polling until all have an answer or `wait_s` has passed."""
     s3 = s3 if s3 is not None else s3_client(settings)
-    reader = OutputReader(s3, settings.output_bucket)
+    input_bucket, output_bucket = buckets(settings, entries)
+    reader = OutputReader(s3, output_bucket)
     deadline = time.monotonic() + wait_s
     rows: list[Row] | None = None
     while True:
         try:
-            inputs = _list(s3, settings.input_bucket)
-            outputs = answers.index(_list(s3, settings.output_bucket).values())
+            inputs = _list(s3, input_bucket)
+            outputs = answers.index(_list(s3, output_bucket).values())
             rows = [evaluate(entry, inputs, outputs, reader) for entry in entries]
             error = None
         except (BotoCoreError, ClientError) as exc:
@@ -137,12 +171,16 @@ def check(
         time.sleep(max(0.0, min(poll_s, left)))
 
 
-def summarize(rows: list[Row], waited_s: float | None = None) -> dict:
+def summarize(rows: list[Row], waited_s: float | None = None, kind: str = FACES) -> dict:
+    """Counts, latency statistics and every row; entries name their input `video`, or `image`
+    when `kind` is IMAGES."""
+    noun = "image" if kind == IMAGES else "video"
     counts = {status: sum(row.status == status for row in rows) for status in (OK, WRONG, MISSING, ERROR)}
     latencies = [row.latency_s for row in rows if row.latency_s is not None]
     uploads = [row.uploaded_at for row in rows if row.uploaded_at is not None]
     answers = [row.answered_at for row in rows if row.answered_at is not None]
     return {
+        "kind": kind,
         "total": len(rows),
         "correct": counts[OK],
         "wrong": counts[WRONG],
@@ -162,7 +200,12 @@ def summarize(rows: list[Row], waited_s: float | None = None) -> dict:
         if latencies
         else None,
         "entries": [
-            {k: v for k, v in asdict(row).items() if k not in ("answered_at", "uploaded_at")} for row in rows
+            {
+                (noun if k == "video" else k): v
+                for k, v in asdict(row).items()
+                if k not in ("answered_at", "uploaded_at")
+            }
+            for row in rows
         ],
     }
 
@@ -178,17 +221,19 @@ def latency_line(summary: dict) -> str | None:
     latency = summary["latency_s"]
     if not latency:
         return None
+    noun = "image" if summary.get("kind") == IMAGES else "video"
     return (
         f"latency upload->result: median {latency['median']:.2f} s, p95 {latency['p95']:.2f} s,"
-        f" max {latency['max']:.2f} s over {latency['count']} video(s);"
+        f" max {latency['max']:.2f} s over {latency['count']} {noun}(s);"
         f" first upload to last result {summary['span_s']:.2f} s"
     )
 
 
 def render(rows: list[Row], summary: dict, console: Console) -> None:
-    table = Table(title="face recognition results", show_lines=False)
-    for column, justify in (("video", "left"), ("expected", "left"), ("got", "left"), ("status", "left"),
-                            ("latency", "right")):
+    images = summary.get("kind") == IMAGES
+    table = Table(title="image classification results" if images else "face recognition results", show_lines=False)
+    for column, justify in (("image" if images else "video", "left"), ("expected", "left"), ("got", "left"),
+                            ("status", "left"), ("latency", "right")):
         table.add_column(column, justify=justify, overflow="fold")
     for row in rows:
         status = row.status + (f": {row.detail}" if row.detail and row.status != OK else "")
@@ -217,7 +262,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="check.py", description="Compare the output bucket with a mapping file; exit 0 only if all match."
     )
-    parser.add_argument("--mapping", required=True, type=Path, help="lines 'video.mp4:major,year' (or name,...)")
+    parser.add_argument("--mapping", required=True, type=Path,
+                        help="lines 'video.mp4:major,year' (or name,major,year), or 'image.jpg:label|label...'")
+    parser.add_argument("--images", action="store_true",
+                        help="the mapping lists images: check IMAGE_OUTPUT_BUCKET (default: told from the mapping)")
     parser.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
                         help="wait up to SECONDS for every video to have a result (default: check once)")
     parser.add_argument("--json", nargs="?", const="-", metavar="FILE",
@@ -231,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
         console.width = 160
     status_console = Console(stderr=True)
     try:
-        entries = load_mapping(args.mapping)
+        entries = load_any_mapping(args.mapping, IMAGES if args.images else None)
         if not entries:
             raise CheckError(f"{args.mapping}: no entries")
         settings = load_settings()
@@ -242,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
                 spinner.update(f"waiting for results: {answered}/{total} answered, {left:.0f} s left")
 
             rows = check(settings, entries, args.wait, on_poll=on_poll)
-        summary = summarize(rows, time.monotonic() - started)
+        summary = summarize(rows, time.monotonic() - started, kind_of(entries))
     except FileNotFoundError:
         print(f"error: mapping file not found: {args.mapping}", file=sys.stderr)
         return 2

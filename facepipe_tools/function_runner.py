@@ -1,9 +1,12 @@
-"""Run the face-recognition function locally the way OpenFaaS does.
+"""Run the functions locally the way OpenFaaS does.
 
-Starts `--workers` processes of `functions/face-recognition/index.py` (the
-python3-http template contract, each on its own loopback port, like a replica
-behind of-watchdog) and a small gateway that serves `POST /function/<name>`
-(and `/`), handing each request to a worker with a free slot (`--inflight`).
+Serves two functions: face-recognition (FUNCTION_NAME) with `--workers` processes of
+`functions/face-recognition/index.py`, and image-classification (IMAGE_FUNCTION_NAME) with
+`--image-workers` processes of `functions/image-classification/index.py` (0: not served),
+whose INPUT_BUCKET and OUTPUT_BUCKET are IMAGE_INPUT_BUCKET and IMAGE_OUTPUT_BUCKET. Each
+worker speaks the python3-http template contract on its own loopback port, like a replica
+behind of-watchdog. A small gateway serves `POST /function/<name>` (and `/`, the face
+function), handing each request to a worker of that function with a free slot (`--inflight`).
 Workers that die are started again; a request that was on a dying worker gets
 502, like the OpenFaaS gateway answers, and the notifier retries it. A worker
 that does not answer within INVOKE_TIMEOUT_S is hung (for example in a decoder):
@@ -14,9 +17,10 @@ worker could not remove goes then, as a container's files go with the container.
 Metrics, named and labelled as the OpenFaaS gateway's (openfaas/faas gateway/metrics/):
 the gateway's /metrics has `gateway_service_count{function_name}` (replicas),
 `gateway_function_invocation_total{function_name,code}` and `gateway_functions_seconds`,
-with function_name `<name>.openfaas-fn`.
-Each worker serves the function's own metrics on its METRICS_PORT, as in the image:
-by default the range right after the workers' ports (`worker_metrics_ports`).
+with function_name `<name>.openfaas-fn`, for each function.
+Each worker serves the function's own metrics on its METRICS_PORT, as in the image. Ports by
+default, from `--worker-base-port` on (`worker_ports`): the face workers, their metrics ports,
+the classification workers, their metrics ports.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import requests
@@ -52,6 +57,7 @@ from facepipe.settings import load_settings
 from facepipe_tools.paths import REPO_ROOT
 
 FUNCTION_DIR = REPO_ROOT / "functions" / "face-recognition"
+IMAGE_FUNCTION_DIR = REPO_ROOT / "functions" / "image-classification"
 log = logs.get("facepipe.runner")
 MAX_FAILED_STARTS = 3
 #: faas-netes' default namespace for functions; the gateway names a function `<name>.<namespace>`
@@ -68,10 +74,43 @@ def worker_metrics_ports(worker_base_port: int, workers: int) -> list[int]:
     return list(range(worker_base_port + workers, worker_base_port + 2 * workers))
 
 
+@dataclass(frozen=True)
+class WorkerPorts:
+    """The loopback ports of one function's workers: their own and their METRICS_PORTs."""
+
+    ports: list[int]
+    metrics_ports: list[int]
+
+    @property
+    def all(self) -> list[int]:
+        return [*self.ports, *self.metrics_ports]
+
+
+def worker_ports(worker_base_port: int, workers: int, image_workers: int = 0) -> tuple[WorkerPorts, WorkerPorts]:
+    """(face, classification) worker ports, consecutive from `worker_base_port`: the face
+    workers, their metrics ports, the classification workers, their metrics ports."""
+
+    def block(base: int, count: int) -> WorkerPorts:
+        return WorkerPorts(list(range(base, base + count)), worker_metrics_ports(base, count))
+
+    return block(worker_base_port, workers), block(worker_base_port + 2 * workers, image_workers)
+
+
 class Worker:
-    def __init__(self, number: int, port: int, tmp_root: Path | None = None, metrics_port: int = 0):
+    def __init__(
+        self,
+        number: int,
+        port: int,
+        tmp_root: Path | None = None,
+        metrics_port: int = 0,
+        function_dir: Path = FUNCTION_DIR,
+        env: dict[str, str] | None = None,
+    ):
         self.number = number
         self.port = port
+        self.function_dir = function_dir
+        #: Settings of this function that differ from the runner's own (its buckets).
+        self.extra_env = dict(env or {})
         #: Where the worker serves its metrics (its METRICS_PORT); 0: on its main port only.
         self.metrics_port = metrics_port
         self.tmp_dir = (tmp_root or Path(tempfile.gettempdir())) / f"facepipe-worker-{port}"
@@ -87,6 +126,7 @@ class Worker:
         """The worker's environment: ours, with its own ports (a METRICS_PORT of ours would be
         one port for every worker) and temporary folder."""
         env = dict(os.environ, PORT=str(self.port), HOST="127.0.0.1", PYTHONUNBUFFERED="1", TMPDIR=str(self.tmp_dir))
+        env.update(self.extra_env)
         env["METRICS_PORT"] = str(self.metrics_port)
         env.setdefault("MALLOC_ARENA_MAX", "2")  # as in the Dockerfile: about 50 MiB less RSS per worker
         return env
@@ -96,10 +136,11 @@ class Worker:
         self.tmp_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.ready = False
         self.generation += 1
-        self.process = subprocess.Popen([sys.executable, "index.py"], cwd=FUNCTION_DIR, env=self.env())
+        self.process = subprocess.Popen([sys.executable, "index.py"], cwd=self.function_dir, env=self.env())
         log.info(
-            "worker started", worker=self.number, pid=self.process.pid, port=self.port, metrics_port=self.metrics_port
-        )
+            "worker started", function=self.function_dir.name, worker=self.number, pid=self.process.pid,
+            port=self.port, metrics_port=self.metrics_port,
+        )  # fmt: skip
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
@@ -121,7 +162,9 @@ class Worker:
             return False
         self.ready = response.ok
         if response.status_code == 503 and response.text.startswith("not ready:"):
-            log.error("worker not ready", worker=self.number, detail=response.text.strip())
+            log.error(
+                "worker not ready", function=self.function_dir.name, worker=self.number, detail=response.text.strip()
+            )
             self.kill()
         return self.ready
 
@@ -130,8 +173,8 @@ class GatewayMetrics:
     """The OpenFaaS gateway's function metrics (openfaas/faas gateway/metrics/metrics.go), in a
     registry of their own; /metrics serves it after the process's default registry."""
 
-    def __init__(self, function_name: str, replicas: Callable[[], int]) -> None:
-        self.label = f"{function_name}.{FUNCTION_NAMESPACE}"
+    def __init__(self, replicas: dict[str, Callable[[], int]]) -> None:
+        """`replicas`: each function's name and how to read its replica count."""
         self.registry = CollectorRegistry()
         self.seconds = Histogram(
             "gateway_functions_seconds", "Function time taken", ["function_name", "code"],
@@ -143,29 +186,37 @@ class GatewayMetrics:
         self.replicas = Gauge(
             "gateway_service_count", "Current count of replicas for function", ["function_name"], registry=self.registry
         )
-        # Replicas asked for (faas-netes reports the Deployment's spec.replicas), read at each scrape.
-        self.replicas.labels(self.label).set_function(replicas)
-        # At 0 from the start (upstream creates them with the first such answer): a rate over a
-        # burst of answers that all came between two scrapes would otherwise be undefined.
-        for code in EXPECTED_CODES:
-            self.seconds.labels(self.label, code)
-            self.invocations.labels(self.label, code)
+        for function, count in replicas.items():
+            label = self.label(function)
+            # Replicas asked for (faas-netes reports the Deployment's spec.replicas), read at each scrape.
+            self.replicas.labels(label).set_function(count)
+            # At 0 from the start (upstream creates them with the first such answer): a rate over a
+            # burst of answers that all came between two scrapes would otherwise be undefined.
+            for code in EXPECTED_CODES:
+                self.seconds.labels(label, code)
+                self.invocations.labels(label, code)
 
-    def invocation_completed(self, status: int, seconds: float) -> None:
-        self.seconds.labels(self.label, str(status)).observe(seconds)
-        self.invocations.labels(self.label, str(status)).inc()
+    @staticmethod
+    def label(function: str) -> str:
+        return f"{function}.{FUNCTION_NAMESPACE}"
+
+    def invocation_completed(self, function: str, status: int, seconds: float) -> None:
+        self.seconds.labels(self.label(function), str(status)).observe(seconds)
+        self.invocations.labels(self.label(function), str(status)).inc()
 
     def exposition(self) -> bytes:
         return generate_latest(REGISTRY) + generate_latest(self.registry)
 
 
-class Gateway:
-    def __init__(self, workers: list[Worker], function_name: str, timeout_s: float, inflight: int = 2):
+class Function:
+    """One function's workers, as the replicas of its Deployment: started, watched, restarted,
+    and handed one request at a time per free slot."""
+
+    def __init__(self, name: str, workers: list[Worker], timeout_s: float, inflight: int = 2):
+        self.name = name
         self.workers = workers
-        self.function_name = function_name
         self.timeout_s = timeout_s
-        self.metrics = GatewayMetrics(function_name, lambda: len(self.workers))
-        #: Requests a worker holds at once: it recognises one at a time, and the second one's
+        #: Requests a worker holds at once: it works on one at a time, and the second one's
         #: download and upload overlap that work (as of-watchdog's max_inflight allows).
         self.inflight = max(1, inflight)
         self.idle: queue.Queue[tuple[Worker, int]] = queue.Queue()
@@ -189,15 +240,16 @@ class Gateway:
                         failed_starts[worker] += 1
                     if failed_starts[worker] >= MAX_FAILED_STARTS:
                         log.error(
-                            "worker cannot start; stopping",
-                            worker=worker.number, attempts=failed_starts[worker], detail="see its output above",
+                            "worker cannot start; stopping", function=self.name, worker=worker.number,
+                            attempts=failed_starts[worker], detail="see its output above",
                         )  # fmt: skip
                         self.failed = True
                         os.kill(os.getpid(), signal.SIGTERM)
                         return
                     log.warning(
-                        "worker exited; starting it again", worker=worker.number, exit_code=worker.process.returncode
-                    )
+                        "worker exited; starting it again", function=self.name, worker=worker.number,
+                        exit_code=worker.process.returncode,
+                    )  # fmt: skip
                     worker.start()
                     pending.add(worker)
             for worker in list(pending):
@@ -206,7 +258,7 @@ class Gateway:
                     failed_starts[worker] = 0
                     for _ in range(self.inflight):
                         self.idle.put((worker, worker.generation))
-                    log.info("worker ready", worker=worker.number)
+                    log.info("worker ready", function=self.name, worker=worker.number)
             self.stopping.wait(0.2)
 
     @property
@@ -233,13 +285,7 @@ class Gateway:
             self.idle.put((worker, generation))
 
     def forward(self, path: str) -> Response:
-        """Hand the request to a worker; counted in the gateway's metrics, whatever the answer."""
-        started = time.perf_counter()
-        response = self._forward(path)
-        self.metrics.invocation_completed(response.status_code, time.perf_counter() - started)
-        return response
-
-    def _forward(self, path: str) -> Response:
+        """Hand the current request to a worker with a free slot."""
         acquired = self._acquire()
         if acquired is None:
             return Response("no function worker became free in time\n", status=503)
@@ -254,13 +300,17 @@ class Gateway:
                 timeout=self.timeout_s,
             )
         except requests.Timeout:
-            log.error("worker did not answer in time; killing it", worker=worker.number, seconds=self.timeout_s)
+            log.error(
+                "worker did not answer in time; killing it", function=self.name, worker=worker.number,
+                seconds=self.timeout_s,
+            )  # fmt: skip
             worker.kill()
             return Response(f"function timed out after {self.timeout_s:g} s\n", status=504)
         except requests.RequestException as exc:
             log.warning(
-                "worker failed during a request", worker=worker.number, error=type(exc).__name__, detail=str(exc)
-            )
+                "worker failed during a request", function=self.name, worker=worker.number,
+                error=type(exc).__name__, detail=str(exc),
+            )  # fmt: skip
             self._release(worker, generation)
             return Response(f"function worker failed: {type(exc).__name__}\n", status=502)
         self._release(worker, generation)
@@ -282,14 +332,53 @@ class Gateway:
             shutil.rmtree(worker.tmp_dir, ignore_errors=True)
 
 
+class Gateway:
+    """The functions by name, behind one port, counted in the gateway's metrics. The first one
+    also answers `POST /`."""
+
+    def __init__(self, functions: list[Function]):
+        self.functions = {function.name: function for function in functions}
+        self.default = functions[0]
+        self.metrics = GatewayMetrics(
+            {function.name: (lambda function=function: len(function.workers)) for function in functions}
+        )
+
+    @property
+    def ready(self) -> bool:
+        return all(function.ready for function in self.functions.values())
+
+    @property
+    def failed(self) -> bool:
+        return any(function.failed for function in self.functions.values())
+
+    def supervise(self) -> None:
+        """A supervisor thread per function."""
+        for function in self.functions.values():
+            threading.Thread(target=function.supervise, name=f"supervisor-{function.name}", daemon=True).start()
+
+    def forward(self, function: Function, path: str) -> Response:
+        """Hand the request to a worker of `function`; counted in the gateway's metrics, whatever the answer."""
+        started = time.perf_counter()
+        response = function.forward(path)
+        self.metrics.invocation_completed(function.name, response.status_code, time.perf_counter() - started)
+        return response
+
+    def stop(self) -> None:
+        for function in self.functions.values():
+            function.stop()
+
+
 def create_app(gateway: Gateway) -> Flask:
     app = Flask(__name__)
 
     @app.get("/healthz")
     def healthz() -> Response:
-        ready = sum(w.ready for w in gateway.workers)
+        lines = [
+            f"{function.name}: {sum(w.ready for w in function.workers)}/{len(function.workers)} workers ready"
+            for function in gateway.functions.values()
+        ]
         status = 200 if gateway.ready else 503
-        return Response(f"{ready}/{len(gateway.workers)} workers ready\n", status=status, mimetype="text/plain")
+        return Response("\n".join(lines) + "\n", status=status, mimetype="text/plain")
 
     @app.get("/metrics")
     def metrics() -> Response:
@@ -300,42 +389,61 @@ def create_app(gateway: Gateway) -> Flask:
     @app.route("/function/<name>", defaults={"path": ""}, methods=methods)
     @app.route("/function/<name>/<path:path>", methods=methods)
     def function(name: str, path: str) -> Response:
-        if name != gateway.function_name:
+        if name not in gateway.functions:
             return Response(f"no function named {name!r}\n", status=404)
-        return gateway.forward(path)
+        return gateway.forward(gateway.functions[name], path)
 
     @app.route("/", methods=["POST"])
     def root() -> Response:
-        return gateway.forward("")
+        return gateway.forward(gateway.default, "")
 
     return app
+
+
+def _workers(ports: WorkerPorts, function_dir: Path, env: dict[str, str] | None = None) -> list[Worker]:
+    return [
+        Worker(n, port, metrics_port=metrics_port, function_dir=function_dir, env=env)
+        for n, (port, metrics_port) in enumerate(zip(ports.ports, ports.metrics_ports, strict=True))
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8080)
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="face-recognition workers")
+    parser.add_argument(
+        "--image-workers", type=int, default=1, help="image-classification workers (default 1; 0: not served)"
+    )
     parser.add_argument("--worker-base-port", type=int, default=0, help="first worker port (default: --port + 1)")
     parser.add_argument(
         "--worker-metrics-base-port",
         type=int,
         default=0,
-        help="first worker METRICS_PORT (default: right after the workers' ports)",
+        help="first face worker METRICS_PORT (default: right after the face workers' ports)",
     )
     parser.add_argument("--inflight", type=int, default=2, help="requests each worker holds at once (default 2)")
     args = parser.parse_args(argv)
     logs.setup()
     settings = load_settings()
     base = args.worker_base_port or args.port + 1
-    count = max(1, args.workers)
+    faces, images = worker_ports(base, max(1, args.workers), max(0, args.image_workers))
     if args.worker_metrics_base_port:
-        metrics_ports = list(range(args.worker_metrics_base_port, args.worker_metrics_base_port + count))
-    else:
-        metrics_ports = worker_metrics_ports(base, count)
-    workers = [Worker(n, base + n, metrics_port=metrics_ports[n]) for n in range(count)]
-    gateway = Gateway(workers, settings.function_name, settings.invoke_timeout_s, args.inflight)
-    threading.Thread(target=gateway.supervise, name="supervisor", daemon=True).start()
+        first = args.worker_metrics_base_port
+        faces = WorkerPorts(faces.ports, list(range(first, first + len(faces.ports))))
+    functions = [
+        Function(settings.function_name, _workers(faces, FUNCTION_DIR), settings.invoke_timeout_s, args.inflight)
+    ]
+    if images.ports:
+        if not (IMAGE_FUNCTION_DIR / "index.py").is_file():
+            log.error("function missing", function=settings.image_function_name, path=str(IMAGE_FUNCTION_DIR))
+            return 1
+        # The classification function reads its own buckets as INPUT_BUCKET/OUTPUT_BUCKET, as deployed.
+        env = {"INPUT_BUCKET": settings.image_input_bucket, "OUTPUT_BUCKET": settings.image_output_bucket}
+        workers = _workers(images, IMAGE_FUNCTION_DIR, env)
+        functions.append(Function(settings.image_function_name, workers, settings.invoke_timeout_s, args.inflight))
+    gateway = Gateway(functions)
+    gateway.supervise()
 
     def shutdown(signum, frame) -> None:
         gateway.stop()
@@ -343,11 +451,13 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, shutdown)
     signal.signal(signal.SIGINT, shutdown)
+    gateway_url = f"http://{args.host}:{args.port}"
     log.info(
-        "gateway listening",
-        url=f"http://{args.host}:{args.port}/function/{settings.function_name}", workers=len(workers),
+        "gateway listening", url=gateway_url,
+        functions={function.name: len(function.workers) for function in functions},
     )  # fmt: skip
-    serve(create_app(gateway), host=args.host, port=args.port, threads=max(8, 4 * len(workers)), ident="gateway")
+    workers = sum(len(function.workers) for function in functions)
+    serve(create_app(gateway), host=args.host, port=args.port, threads=max(8, 4 * workers), ident="gateway")
     return 1 if gateway.failed else 0
 
 

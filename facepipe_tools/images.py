@@ -1,4 +1,4 @@
-"""Build the function and notifier images with a local container engine (`make images`).
+"""Build the function images and the notifier image with a local container engine (`make images`).
 
 The Dockerfiles are the ones users build against the public bases (python:3.11-slim, of-watchdog).
 No image registry is reachable here, so the bases are made on this machine and passed as build
@@ -44,12 +44,14 @@ from facepipe_tools.paths import REPO_ROOT
 log = logs.get("facepipe.images")
 
 FUNCTION_DIR = REPO_ROOT / "functions" / "face-recognition"
+CLASSIFICATION_DIR = REPO_ROOT / "functions" / "image-classification"
 NOTIFIER_DOCKERFILE = REPO_ROOT / "notifier" / "Dockerfile"
 CACHE_DIR = REPO_ROOT / ".cache" / "images"
 
 BASE_IMAGE = "localhost/facepipe-base/python:3.11-bookworm"
 PLACEHOLDER_WATCHDOG_IMAGE = "localhost/facepipe-base/no-watchdog:1"
 FUNCTION_IMAGE = "localhost/facepipe/face-recognition:test"
+CLASSIFICATION_IMAGE = "localhost/facepipe/image-classification:test"
 NOTIFIER_IMAGE = "localhost/facepipe/notifier:test"
 
 DEBIAN_SOURCES = [
@@ -77,15 +79,13 @@ class ImageError(RuntimeError):
 
 @dataclass(frozen=True)
 class Engine:
-    """A container engine command line (podman by default, or docker) with this machine's flags."""
+    """Rootful podman's command line with this machine's flags."""
 
     program: str = "podman"
 
     def base(self) -> list[str]:
         # runc: crun refuses the hybrid cgroups here. cgroupfs and a file event log: no systemd.
-        if self.program == "podman":
-            return ["podman", "--runtime", "runc", "--cgroup-manager", "cgroupfs", "--events-backend", "file"]
-        return [self.program]
+        return [self.program, "--runtime", "runc", "--cgroup-manager", "cgroupfs", "--events-backend", "file"]
 
     @staticmethod
     def ulimits() -> list[str]:
@@ -153,11 +153,17 @@ def _download(dest: Path, *args: str) -> None:
 
 
 def requirement_files() -> list[Path]:
-    return [FUNCTION_DIR / "requirements.txt", REPO_ROOT / "notifier" / "requirements.txt"]
+    """Every requirements file an image build installs from (the wheelhouse holds them all)."""
+    return [
+        FUNCTION_DIR / "requirements.txt",
+        CLASSIFICATION_DIR / "requirements.txt",
+        CLASSIFICATION_DIR / "requirements-build.txt",
+        REPO_ROOT / "notifier" / "requirements.txt",
+    ]
 
 
 def build_wheelhouse(root: Path = CACHE_DIR / "wheelhouse") -> Path:
-    """Wheels (and face_recognition_models' source) for both images, laid out as a simple index
+    """Wheels (and face_recognition_models' source) for every image, laid out as a simple index
     (`<root>/simple/<project>/<file>`); downloaded again only when a requirements file changed."""
     stamp = hashlib.sha256(
         "\n".join([*(p.read_text() for p in requirement_files()), FACE_RECOGNITION, *BUILD_BACKEND]).encode()
@@ -211,9 +217,9 @@ def _copy_tree(source: Path, target: Path) -> None:
     shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
 
 
-def function_context(into: Path) -> Path:
+def function_context(into: Path, function_dir: Path = FUNCTION_DIR) -> Path:
     """What `faas-cli build` sends: the handler folder, plus stack.yml's `configuration.copy`."""
-    _copy_tree(FUNCTION_DIR, into)
+    _copy_tree(function_dir, into)
     stack = yaml.safe_load((REPO_ROOT / "stack.yml").read_text())
     for source in stack["configuration"]["copy"]:
         _copy_tree(REPO_ROOT / source, into / Path(source).name)
@@ -260,8 +266,8 @@ def build_image(engine: Engine, image: str, dockerfile: Path, context: Path, ind
 
 
 def build_all(engine: Engine | None = None, rebuild_base: bool = False) -> list[Built]:
-    """Both images (bases and wheelhouse made first when missing). The engine's layer cache
-    makes a build without changes take seconds."""
+    """The two function images and the notifier image (bases and wheelhouse made first when
+    missing). The engine's layer cache makes a build without changes take seconds."""
     engine = engine or Engine()
     reason = engine.available()
     if reason:
@@ -274,21 +280,22 @@ def build_all(engine: Engine | None = None, rebuild_base: bool = False) -> list[
     index = build_wheelhouse()
     with serve_index(index) as index_url, tempfile.TemporaryDirectory(prefix="facepipe-contexts-") as tmp:
         function = function_context(Path(tmp) / "function")
+        classification = function_context(Path(tmp) / "classification", CLASSIFICATION_DIR)
         notifier = notifier_context(Path(tmp) / "notifier")
         return [
             build_image(engine, FUNCTION_IMAGE, FUNCTION_DIR / "Dockerfile", function, index_url),
+            build_image(engine, CLASSIFICATION_IMAGE, CLASSIFICATION_DIR / "Dockerfile", classification, index_url),
             build_image(engine, NOTIFIER_IMAGE, NOTIFIER_DOCKERFILE, notifier, index_url),
         ]
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--engine", default="podman", choices=["podman", "docker"])
     parser.add_argument("--rebuild-base", action="store_true", help="make the Debian base image again")
     args = parser.parse_args(argv)
     logs.setup()
     try:
-        built = build_all(Engine(args.engine), rebuild_base=args.rebuild_base)
+        built = build_all(Engine(), rebuild_base=args.rebuild_base)
     except (ImageError, subprocess.TimeoutExpired) as exc:
         print(f"make images: {exc}", file=sys.stderr)
         return 1

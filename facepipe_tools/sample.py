@@ -1,11 +1,18 @@
-"""The built-in sample: videos made at run time from photos that ship inside pip packages.
+"""The built-in samples: videos and photos made at run time from photos that ship inside pip
+packages (nothing of it is in the repository).
 
-Grace Hopper (matplotlib's sample data) and Eileen Collins (scikit-image's
+Face recognition: Grace Hopper (matplotlib's sample data) and Eileen Collins (scikit-image's
 "astronaut") are the people; scikit-image's coffee and cat pictures have no
 human face. The clips cover what the function must handle: several
 containers and codecs, rotation metadata, a face that appears only later, a
 small face, two people in one frame, nobody, and a still photo with EXIF
 orientation. `data/sample_mapping` lists the expected answers.
+
+Image classification: photos whose top ImageNet class EfficientNet-Lite0 names clearly (a
+cat, an espresso, a camera tripod, a moped, a missile), in each still format the function
+reads, one in grey levels and one stored sideways with EXIF orientation (upright it is an
+academic gown; sideways, a comic book). `data/sample_image_mapping` lists the labels
+accepted for each (where the top two are close, both).
 """
 
 from __future__ import annotations
@@ -28,7 +35,14 @@ def photo(name: str) -> Path:
         return Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
     import skimage.data
 
-    file = {"eileen_collins": "astronaut.png", "coffee": "coffee.png", "cat": "chelsea.png"}[name]
+    file = {
+        "eileen_collins": "astronaut.png",
+        "coffee": "coffee.png",
+        "cat": "chelsea.png",
+        "camera": "camera.png",
+        "motorcycle": "motorcycle_left.png",
+        "rocket": "rocket.jpg",
+    }[name]
     return Path(skimage.data.__file__).parent / file
 
 
@@ -122,13 +136,41 @@ SAMPLE_CLIPS: dict[str, Callable[[Path], None]] = {
 }
 
 
-def build_sample(out_dir: Path) -> list[Path]:
-    """Make every sample clip that is not in `out_dir` yet; return all their paths."""
-    if shutil.which("ffmpeg") is None:
-        raise RuntimeError("ffmpeg is not installed (make install installs it)")
+def _converted(name: str, fmt: str, **options: object) -> Callable[[Path], None]:
+    """A package photo (RGB or grey levels) saved in Pillow format `fmt`."""
+
+    def make(out: Path) -> None:
+        with Image.open(photo(name)) as image:
+            image.save(out, fmt, **options)
+
+    return make
+
+
+def _copied(name: str) -> Callable[[Path], None]:
+    return lambda out: out.write_bytes(photo(name).read_bytes())
+
+
+def _palette_gif(out: Path) -> None:
+    """The coffee photo in 256 colours (GIF)."""
+    with Image.open(photo("coffee")) as image:
+        image.convert("P", palette=Image.Palette.ADAPTIVE).save(out, "GIF")
+
+
+SAMPLE_IMAGES: dict[str, Callable[[Path], None]] = {
+    "chelsea.png": _copied("cat"),
+    "coffee.jpg": _converted("coffee", "JPEG", quality=90),
+    "camera.png": _copied("camera"),  # grey levels
+    "motorcycle.webp": _converted("motorcycle", "WEBP", quality=85),
+    "rocket.bmp": _converted("rocket", "BMP"),
+    "coffee_palette.gif": _palette_gif,
+    "grace_hopper_rotated.jpg": _exif_photo,  # stored sideways, EXIF orientation 6
+}
+
+
+def _build(out_dir: Path, makers: dict[str, Callable[[Path], None]]) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
-    for name, make in SAMPLE_CLIPS.items():
+    for name, make in makers.items():
         path = out_dir / name
         if not path.exists():
             partial = path.with_name(".partial-" + name)
@@ -136,6 +178,18 @@ def build_sample(out_dir: Path) -> list[Path]:
             partial.rename(path)
         paths.append(path)
     return paths
+
+
+def build_image_sample(out_dir: Path) -> list[Path]:
+    """Make every sample photo for image classification that is not in `out_dir` yet; return all their paths."""
+    return _build(out_dir, SAMPLE_IMAGES)
+
+
+def build_sample(out_dir: Path) -> list[Path]:
+    """Make every sample clip that is not in `out_dir` yet; return all their paths."""
+    if shutil.which("ffmpeg") is None:
+        raise RuntimeError("ffmpeg is not installed (make install installs it)")
+    return _build(out_dir, SAMPLE_CLIPS)
 
 
 def build_known_faces():
@@ -150,11 +204,13 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     videos = sub.add_parser("videos", help="generate the sample clips")
     videos.add_argument("out_dir", type=Path)
+    images = sub.add_parser("images", help="generate the sample photos for image classification")
+    images.add_argument("out_dir", type=Path)
     faces = sub.add_parser("known-faces", help="encode the sample people's photos to a known-faces JSON")
     faces.add_argument("-o", "--output", type=Path, required=True)
     args = parser.parse_args(argv)
-    if args.command == "videos":
-        for path in build_sample(args.out_dir):
+    if args.command in ("videos", "images"):
+        for path in (build_sample if args.command == "videos" else build_image_sample)(args.out_dir):
             print(path)
     else:
         args.output.write_text(build_known_faces().to_json())

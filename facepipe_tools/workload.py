@@ -1,5 +1,9 @@
 """The workload generator: clear both buckets, upload media files concurrently with a progress bar;
-or, with `--http URL`, send the files to the web tier concurrently and report latency and failures."""
+or, with `--http URL`, send the files to the web tier concurrently and report latency and failures.
+
+`--images` does the same for image classification: photos to IMAGE_INPUT_BUCKET (clearing it and
+IMAGE_OUTPUT_BUCKET first), by default the built-in photo sample. With `--http`, a URL ending in
+`/classify` gets photos, and `--mapping` then takes an image mapping (`image:label|label...`)."""
 
 from __future__ import annotations
 
@@ -10,9 +14,11 @@ import posixpath
 import sys
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import requests
 from boto3.exceptions import Boto3Error
@@ -29,15 +35,28 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
-from facepipe.answers import Student, stem
+from facepipe.answers import Label, Student, stem
 from facepipe.clients import s3_client
 from facepipe.keys import is_media_name
 from facepipe.settings import Settings, SettingsError, load_settings
-from facepipe_tools.mapping import OK, MappingEntry, compare, describe_students, load_mapping
+from facepipe_tools.mapping import (
+    IMAGE_NAMES,
+    IMAGES,
+    OK,
+    ImageEntry,
+    MappingEntry,
+    compare,
+    compare_labels,
+    describe_labels,
+    describe_students,
+    kind_of,
+    load_any_mapping,
+)
 from facepipe_tools.paths import REPO_ROOT
 from facepipe_tools.stats import percentile
 
 SAMPLE_DIR = REPO_ROOT / "build" / "sample"
+IMAGE_SAMPLE_DIR = REPO_ROOT / "build" / "sample_images"
 DELETE_BATCH = 1000
 _TRANSFER = TransferConfig(use_threads=False)
 
@@ -46,18 +65,24 @@ class WorkloadError(Exception):
     """A problem the user can fix (missing path, unreachable endpoint, missing bucket)."""
 
 
-def collect_media(paths: list[Path]) -> list[Path]:
+def is_image_name(name: str) -> bool:
+    """A photo the classification function reads, by its name."""
+    return posixpath.splitext(name.lower())[1] in IMAGE_NAMES
+
+
+def collect_media(paths: list[Path], wanted: Callable[[str], bool] = is_media_name) -> list[Path]:
     """Files named on the command line, plus every media file found under named folders, recursively.
 
-    Folders are filtered by extension (keys.is_media_name); a file named explicitly is
-    always taken, so odd inputs can be uploaded on purpose. Sorted, without repeats.
+    Folders are filtered by extension (`wanted`: keys.is_media_name, or is_image_name for
+    photos); a file named explicitly is always taken, so odd inputs can be uploaded on purpose.
+    Sorted, without repeats.
     """
     found: set[Path] = set()
     for path in paths:
         if path.is_file():
             found.add(path)
         elif path.is_dir():
-            found.update(p for p in path.rglob("*") if p.is_file() and is_media_name(p.name))
+            found.update(p for p in path.rglob("*") if p.is_file() and wanted(p.name))
         else:
             raise WorkloadError(f"no such file or folder: {path}")
     return sorted(found)
@@ -164,14 +189,26 @@ def upload_files(
     return summary
 
 
-def default_sample(console: Console) -> list[Path]:
-    from facepipe_tools.sample import build_sample
+def default_sample(console: Console, images: bool = False) -> list[Path]:
+    from facepipe_tools import sample
 
-    console.print(f"no PATH given: using the built-in sample in {SAMPLE_DIR}", markup=False)
+    folder = IMAGE_SAMPLE_DIR if images else SAMPLE_DIR
+    console.print(f"no PATH given: using the built-in {'photo ' if images else ''}sample in {folder}", markup=False)
     try:
-        return build_sample(SAMPLE_DIR)
+        return (sample.build_image_sample if images else sample.build_sample)(folder)
     except Exception as exc:
         raise WorkloadError(f"could not build the built-in sample: {exc}") from None
+
+
+def inputs(paths: list[Path], console: Console, images: bool = False) -> list[Path]:
+    """The files to send: those under `paths`, else the built-in (photo) sample."""
+    if not paths:
+        return default_sample(console, images)
+    files = collect_media(paths, is_image_name if images else is_media_name)
+    if not files:
+        kind = "image" if images else "media"
+        raise WorkloadError(f"no {kind} files found under " + ", ".join(str(p) for p in paths))
+    return files
 
 
 def _size(count: float) -> str:
@@ -184,15 +221,21 @@ def _size(count: float) -> str:
     return f"{count:.1f} {unit}"
 
 
-def run(settings: Settings, paths: list[Path], keep: bool, concurrency: int, console: Console) -> int:
-    files = collect_media(paths) if paths else default_sample(console)
-    if not files:
-        raise WorkloadError("no media files found under " + ", ".join(str(p) for p in paths))
+def run(
+    settings: Settings, paths: list[Path], keep: bool, concurrency: int, console: Console, images: bool = False
+) -> int:
+    """Clear the buckets (unless `keep`) and upload the files: videos and photos for face
+    recognition, or with `images`, photos to the image classification buckets."""
+    files = inputs(paths, console, images)
+    if images:
+        input_bucket, output_bucket = settings.image_input_bucket, settings.image_output_bucket
+    else:
+        input_bucket, output_bucket = settings.input_bucket, settings.output_bucket
     s3 = s3_client(settings)
-    for bucket in (settings.input_bucket, settings.output_bucket):
+    for bucket in (input_bucket, output_bucket):
         check_bucket(s3, bucket, settings.s3_endpoint_url)
     if not keep:
-        for bucket in (settings.input_bucket, settings.output_bucket):
+        for bucket in (input_bucket, output_bucket):
             console.print(f"cleared {clear_bucket(s3, bucket)} object(s) from {bucket!r}")
     repeated = {key: group for key, group in group_by_key(files).items() if len(group) > 1}
     if repeated:
@@ -201,12 +244,12 @@ def run(settings: Settings, paths: list[Path], keep: bool, concurrency: int, con
             " they share one object key and are uploaded one after another",
             markup=False,
         )
-    summary = upload_files(s3, settings.input_bucket, files, concurrency, console)
+    summary = upload_files(s3, input_bucket, files, concurrency, console)
     for path, error in summary.failures:
         console.print(f"[red]failed[/red] {escape(str(path))}: {escape(error)}")
     rate = summary.files / summary.seconds if summary.seconds else 0.0
     console.print(
-        f"uploaded {summary.files} file(s), {_size(summary.bytes)}, to {settings.input_bucket!r}"
+        f"uploaded {summary.files} file(s), {_size(summary.bytes)}, to {input_bucket!r}"
         f" in {summary.seconds:.2f} s ({rate:.1f} files/s)"
         + (f"; [red]{len(summary.failures)} failed[/red]" if summary.failures else "")
     )
@@ -233,7 +276,21 @@ def expected_stem(path: Path) -> str:
     return posixpath.basename(stem(path.name))
 
 
-def judge(outcome: HttpOutcome, mapping: dict[str, MappingEntry] | None) -> HttpOutcome:
+def is_classify_url(url: str) -> bool:
+    """A URL of the web tier's image classification route (`.../classify`)."""
+    return urlsplit(url).path.rstrip("/").endswith("/classify")
+
+
+def _judged(entry: MappingEntry | ImageEntry, data: dict) -> tuple[str, str, str]:
+    """(status, detail, what the answer says) of a JSON answer against its mapping entry."""
+    if isinstance(entry, ImageEntry):
+        labels = [Label(int(item["rank"]), str(item["label"]), float(item["score"])) for item in data["labels"]]
+        return *compare_labels(entry, labels), describe_labels(labels)
+    people = [Student(p["name"], p.get("major", ""), p.get("year", "")) for p in data["people"]]
+    return *compare(entry, people), describe_students(people)
+
+
+def judge(outcome: HttpOutcome, mapping: dict[str, MappingEntry] | dict[str, ImageEntry] | None) -> HttpOutcome:
     """Set `failure` unless the answer is a 200 for this very file (and, with a mapping, right)."""
     if outcome.failure is not None:
         return outcome
@@ -246,22 +303,22 @@ def judge(outcome: HttpOutcome, mapping: dict[str, MappingEntry] | None) -> Http
         if not outcome.body.startswith(want + ":"):
             outcome.failure = f"answer {first_line[:200]!r} is not for {want!r}"
         return outcome
+    entry = mapping.get(outcome.path.name)
     try:
         data = json.loads(outcome.body)
-        people = [Student(p["name"], p.get("major", ""), p.get("year", "")) for p in data["people"]]
         got_stem = data["stem"]
+        judged = _judged(entry, data) if entry is not None else None
     except (ValueError, KeyError, TypeError) as exc:
-        outcome.failure = f"unreadable JSON answer ({exc}): {first_line[:200]}"
+        outcome.failure = f"unreadable JSON answer ({exc!r}): {first_line[:200]}"
         return outcome
     if got_stem != want:
         outcome.failure = f"answer is for {got_stem!r}, not {want!r}"
         return outcome
-    entry = mapping.get(outcome.path.name)
-    if entry is not None:
+    if entry is not None and judged is not None:
         outcome.checked = True
-        status, detail = compare(entry, people)
+        status, detail, got = judged
         if status != OK:
-            outcome.failure = f"wrong: expected {entry.describe()}, got {describe_students(people)} ({detail})"
+            outcome.failure = f"wrong: expected {entry.describe()}, got {got} ({detail})"
     return outcome
 
 
@@ -308,7 +365,7 @@ def send_files(
     files: list[Path],
     concurrency: int,
     total: int | None = None,
-    mapping: dict[str, MappingEntry] | None = None,
+    mapping: dict[str, MappingEntry] | dict[str, ImageEntry] | None = None,
     timeout_s: float = 300.0,
     console: Console | None = None,
 ) -> HttpSummary:
@@ -352,15 +409,19 @@ def run_http(
     timeout_s: float,
     console: Console,
 ) -> int:
-    files = collect_media(paths) if paths else default_sample(console)
-    if not files:
-        raise WorkloadError("no media files found under " + ", ".join(str(p) for p in paths))
+    images = is_classify_url(url)
     mapping = None
     if mapping_path is not None:
         try:
-            mapping = {entry.video: entry for entry in load_mapping(mapping_path)}
+            entries = load_any_mapping(mapping_path, IMAGES if images else None)
         except (OSError, ValueError) as exc:
             raise WorkloadError(f"cannot read the mapping: {exc}") from None
+        if kind_of(entries) == IMAGES and not images:
+            raise WorkloadError(
+                f"{mapping_path} lists images (image:label lines): post them to a URL ending in /classify"
+            )
+        mapping = {entry.key: entry for entry in entries}
+    files = inputs(paths, console, images)
     count = len(files) if total is None else total
     console.print(f"posting {count} request(s) from {len(files)} file(s) to {url}, {concurrency} at a time",
                   markup=False)
@@ -387,20 +448,25 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="workload.py",
         description="Clear both buckets and upload every video/image under the given files or folders; "
-        "with --http, send them to the web tier instead and report latency percentiles and failures.",
+        "with --http, send them to the web tier instead and report latency percentiles and failures. "
+        "--images does the same with photos for image classification.",
     )
     parser.add_argument("paths", nargs="*", type=Path, metavar="PATH",
                         help="files or folders (searched recursively); default: the built-in sample")
     parser.add_argument("--keep", action="store_true", help="do not clear the buckets first")
+    parser.add_argument("--images", action="store_true",
+                        help="photos for image classification: IMAGE_INPUT_BUCKET, IMAGE_OUTPUT_BUCKET, and by default"
+                        " the built-in photo sample (with --http: a URL ending in /classify)")
     parser.add_argument("--concurrency", type=int, default=8, help="parallel uploads or requests (default 8)")
     web = parser.add_argument_group("web tier load generator")
     web.add_argument("--http", metavar="URL",
-                     help="POST each file to the web tier at URL (e.g. $WEB_URL) instead of uploading to S3;"
-                     " exit status 1 when any request fails")
+                     help="POST each file to the web tier at URL (e.g. $WEB_URL, or $WEB_URL/classify for photos)"
+                     " instead of uploading to S3; exit status 1 when any request fails")
     web.add_argument("--requests", type=int, metavar="N",
                      help="with --http: send N requests, cycling through the files (default: one per file)")
     web.add_argument("--mapping", type=Path, metavar="FILE",
-                     help="with --http: ask for JSON and check every answer against this mapping file")
+                     help="with --http: ask for JSON and check every answer against this mapping file"
+                     " (an image mapping, image:label|label..., for /classify)")
     web.add_argument("--timeout", type=float, default=300.0, help="with --http: seconds per request (default 300)")
     args = parser.parse_args(argv)
     if args.concurrency < 1:
@@ -409,6 +475,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--requests must be at least 1")
     if args.http is None and (args.requests is not None or args.mapping is not None):
         parser.error("--requests and --mapping need --http")
+    if args.http is not None and args.images and not is_classify_url(args.http):
+        parser.error("--images with --http: post the photos to the web tier's /classify URL")
     console = Console(stderr=False, highlight=False)
     if args.http is not None:
         try:
@@ -421,7 +489,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = None
     try:
         settings = load_settings()
-        return run(settings, args.paths, args.keep, args.concurrency, console)
+        return run(settings, args.paths, args.keep, args.concurrency, console, images=args.images)
     except (WorkloadError, SettingsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

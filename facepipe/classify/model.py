@@ -10,11 +10,15 @@ process classifies one image at a time, and parallelism comes from running more 
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
-import numpy as np
-import onnxruntime as ort
+# onnxruntime's Linux wheel sends usage telemetry unless told not to (before it is imported).
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+
+import numpy as np  # noqa: E402
+import onnxruntime as ort  # noqa: E402
 from PIL import Image, ImageOps
 
 from facepipe import logs

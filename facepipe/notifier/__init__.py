@@ -1,11 +1,12 @@
-"""The notifier: bucket notifications in, function invocations out, and the reconciler.
+"""The notifier: bucket notifications in, function invocations out (each input bucket to the
+function its route names, `Settings.routes`), and the reconciler.
 
 - `listener`: the HTTP front (`POST /` for RGW's notifications, `/healthz`, `/metrics`);
-- `jobs`: the queue, one entry per object key, and its worker threads;
+- `jobs`: the queue, one entry per object, and worker threads for each function;
 - `invoker`: calls the function through the gateway, with retries and backoff;
 - `reconciler`: queues input objects without a current answer, from bucket listings;
 - `service`: the four assembled into a `Notifier`;
 - `metrics`: the `facerec_notifier_*` Prometheus metrics;
-- `setup`: the buckets and the bucket notification (`setup`, `disable`);
+- `setup`: every route's buckets, topic and bucket notification (`setup`, `disable`);
 - `cli`: `main`, the command line (`setup`, `disable`, `serve`).
 """

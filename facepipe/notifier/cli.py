@@ -22,7 +22,7 @@ DEFAULT_PORT = 8090
 
 
 def serve(settings: Settings, host: str, port: int, backoff: Backoff, grace_s: float) -> None:
-    settings.require("notify_token", "openfaas_gateway", "function_name", "input_bucket", "output_bucket")
+    settings.require("notify_token", "openfaas_gateway")
     check_buckets(settings)
     notifier = Notifier(settings, backoff=backoff)
     server = waitress.create_server(
@@ -36,8 +36,8 @@ def serve(settings: Settings, host: str, port: int, backoff: Backoff, grace_s: f
     signal.signal(signal.SIGTERM, terminate)
     notifier.start()
     log.info(
-        "listening", url=f"http://{host}:{port}/", function=notifier.invoker.url,
-        concurrency=settings.notifier_concurrency, attempts=settings.invoke_attempts,
+        "listening", url=f"http://{host}:{port}/", routes=[str(route) for route in notifier.routes],
+        gateway=settings.openfaas_gateway, concurrency=settings.notifier_concurrency, attempts=settings.invoke_attempts,
         reconcile_interval_s=settings.reconcile_interval_s,
     )  # fmt: skip
     try:
@@ -56,14 +56,14 @@ def _default_port(settings: Settings) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="notification.py", description="Ceph RGW bucket notifications -> face-recognition function."
+        prog="notification.py", description="Ceph RGW bucket notifications -> each bucket's function (ROUTES)."
     )
     parser.add_argument(
         "--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="default: LOG_LEVEL, else INFO"
     )
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("setup", help="create the buckets, the topic and the bucket notification (idempotent)")
-    commands.add_parser("disable", help="remove the input bucket's notification (the reconciler still works)")
+    commands.add_parser("setup", help="create every route's buckets, topic and bucket notification (idempotent)")
+    commands.add_parser("disable", help="remove the input buckets' notifications (the reconciler still works)")
     serve_parser = commands.add_parser("serve", help="receive notifications, invoke the function, reconcile")
     serve_parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     serve_parser.add_argument("--port", type=int, help=f"port (default: the port of NOTIFY_URL, else {DEFAULT_PORT})")
@@ -82,13 +82,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "setup":
             outcome = setup_notifications(settings)
             log.info(
-                "notifications set up", bucket=settings.input_bucket, output_bucket=settings.output_bucket,
-                created=outcome["created_buckets"], topic_arn=outcome["topic_arn"], endpoint=settings.notify_url,
+                "notifications set up", routes=[str(route) for route in settings.routes()],
+                created=outcome["created_buckets"], topic_arns=outcome["topic_arns"], endpoint=settings.notify_url,
                 persistent=settings.persistent_notifications, events=["s3:ObjectCreated:*"],
             )  # fmt: skip
         elif args.command == "disable":
             disable_notifications(settings)
-            log.info("notifications removed", bucket=settings.input_bucket)
+            log.info("notifications removed", buckets=[route.input_bucket for route in settings.routes()])
         else:
             port = args.port if args.port is not None else _default_port(settings)
             serve(settings, args.host, port, Backoff(args.backoff_base, args.backoff_max), args.grace)

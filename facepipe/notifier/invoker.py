@@ -1,8 +1,10 @@
-"""Calls the function through the OpenFaaS gateway, with retries.
+"""Calls an object's function through the OpenFaaS gateway, with retries.
 
-A 2xx answer is done; a 4xx answer is final (the request or the object is at fault), except
-408 and 429; anything else (5xx, timeout, no connection) is retried with exponential backoff
-and jitter, honouring `Retry-After`. The function's JSON answer says whether it recognised
+The function is the one the routing table (`Settings.routes`) names for the object's bucket:
+`POST {gateway}/function/<function>` with `{"bucket", "key"}`. A 2xx answer is done; a 4xx
+answer is final (the request or the object is at fault), except 408 and 429; anything else
+(5xx, timeout, no connection) is retried with exponential backoff and jitter, honouring
+`Retry-After`. The function's JSON answer says whether it recognised
 the object or returned the answer it already had (`"outcome": "skipped"`).
 """
 
@@ -19,7 +21,7 @@ import requests
 
 from facepipe import logs
 from facepipe.notifier.metrics import CLIENT_ERROR, FAILED, OK
-from facepipe.settings import Settings
+from facepipe.settings import Route, Settings
 
 log = logs.get("facepipe.notifier")
 
@@ -88,16 +90,22 @@ def _retry_after(response: requests.Response) -> float | None:
 
 
 class Invoker:
-    """Calls the function through the gateway: 2xx done, 4xx final except 408/429, anything else retried."""
+    """Calls the function of an object's route through the gateway: 2xx done, 4xx final except
+    408/429, anything else retried. `on_retry` gets the function's name before each retry."""
 
     def __init__(
         self,
         settings: Settings,
         backoff: Backoff = Backoff(),
         stop: threading.Event | None = None,
-        on_retry: Callable[[], None] | None = None,
+        on_retry: Callable[[str], None] | None = None,
+        routes: list[Route] | None = None,
     ):
-        self.url = f"{settings.openfaas_gateway.rstrip('/')}/function/{settings.function_name}"
+        gateway = settings.openfaas_gateway.rstrip("/")
+        routes = routes if routes is not None else settings.routes()
+        self._functions = {route.input_bucket: route.function for route in routes}
+        #: The function URL of each routed input bucket.
+        self.urls = {bucket: f"{gateway}/function/{function}" for bucket, function in self._functions.items()}
         self.attempts = max(1, settings.invoke_attempts)
         self.timeout_s = settings.invoke_timeout_s
         self.backoff = backoff
@@ -112,10 +120,10 @@ class Invoker:
             session = self._local.session = requests.Session()
         return session
 
-    def _post(self, bucket: str, key: str) -> Reply:
+    def _post(self, url: str, bucket: str, key: str) -> Reply:
         try:
             response = self._session().post(
-                self.url, json={"bucket": bucket, "key": key}, timeout=(CONNECT_TIMEOUT_S, self.timeout_s)
+                url, json={"bucket": bucket, "key": key}, timeout=(CONNECT_TIMEOUT_S, self.timeout_s)
             )
         except requests.Timeout:
             return Reply(None, detail=f"no answer within {self.timeout_s:g} s")
@@ -125,10 +133,15 @@ class Invoker:
         return Reply(response.status_code, body, error_detail(body, response.text or ""), _retry_after(response))
 
     def invoke(self, bucket: str, key: str) -> InvokeResult:
+        """Invoke the function of `bucket`'s route for one object (a bucket without a route is a
+        client error: there is no function to ask)."""
         started = time.monotonic()
+        url = self.urls.get(bucket)
+        if url is None:
+            return InvokeResult(CLIENT_ERROR, 0, 0.0, detail=f"no route for bucket {bucket!r}")
         reply = Reply(None)
         for attempt in range(1, self.attempts + 1):
-            reply = self._post(bucket, key)
+            reply = self._post(url, bucket, key)
             status = reply.status
             answer = str(reply.body.get("outcome") or "") if isinstance(reply.body, dict) else ""
             if status is not None and 200 <= status < 300:
@@ -141,11 +154,11 @@ class Invoker:
             if reply.retry_after is not None:
                 delay = max(delay, min(reply.retry_after, self.backoff.max_s))
             log.warning(
-                "invoke retry", key=key, bucket=bucket, attempts=attempt, status=status, detail=reply.detail,
-                delay_s=round(delay, 2),
+                "invoke retry", key=key, bucket=bucket, function=self._functions[bucket], attempts=attempt,
+                status=status, detail=reply.detail, delay_s=round(delay, 2),
             )  # fmt: skip
             if self._on_retry:
-                self._on_retry()
+                self._on_retry(self._functions[bucket])
             if self._stop.wait(delay):
                 detail = f"abandoned at shutdown after: {reply.detail}"
                 return InvokeResult(FAILED, attempt, time.monotonic() - started, status, detail)

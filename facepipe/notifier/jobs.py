@@ -1,8 +1,13 @@
-"""The work queue: one entry per object key, worked off by a fixed number of threads.
+"""The work queue: one entry per object (bucket, key), worked off by a fixed number of threads
+per function.
 
 An event for a key that is already queued is a duplicate (the queued run reads the object
 as it is by then). An event with another ETag for a key being processed is run again after
 the current run, never alongside it, so that an old run cannot overwrite a newer answer.
+
+Each function (the one `function_of` names for a bucket) has a FIFO and `workers` threads of
+its own: a backlog of slow videos does not hold up photos, and each function gets at most
+`workers` invocations at once. The backlog and in-flight gauges are kept per function too.
 """
 
 from __future__ import annotations
@@ -10,7 +15,8 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -35,7 +41,8 @@ class Job:
 
 
 class JobQueue:
-    """Queued and running jobs by (bucket, key); `process` is called for each in a worker thread."""
+    """Queued and running jobs by (bucket, key); `process` is called for each in a worker thread
+    of its function. A job whose bucket goes to none of `functions` is rejected."""
 
     def __init__(
         self,
@@ -43,9 +50,12 @@ class JobQueue:
         metrics: NotifierMetrics,
         stop: threading.Event,
         max_backlog: int = MAX_BACKLOG,
+        function_of: Callable[[str], str] = lambda bucket: "",
+        functions: Iterable[str] = ("",),
     ):
         self._process = process
         self._metrics = metrics
+        self._function_of = function_of
         self._stop = stop
         self.max_backlog = max_backlog
         self._lock = threading.Lock()
@@ -53,26 +63,39 @@ class JobQueue:
         self._jobs: dict[tuple[str, str], Job] = {}
         self._running: dict[tuple[str, str], Job] = {}
         self._rerun: dict[tuple[str, str], Job] = {}
-        self._queue: queue.Queue[tuple[str, str] | None] = queue.Queue()
-        self._threads: list[threading.Thread] = []
+        self._queues: dict[str, queue.Queue[tuple[str, str] | None]] = {
+            function: queue.Queue() for function in functions
+        }
+        self._threads: list[tuple[threading.Thread, queue.Queue]] = []
+        #: Queued, running and re-run jobs by bucket (a handful of buckets: cheap to sum per function).
+        self._pending: Counter[str] = Counter()
+        self._gauged: set[str] = set()
 
     def _update_gauges(self) -> None:
-        self._metrics.backlog.set(len(self._jobs) + len(self._rerun))
-        self._metrics.inflight.set(len(self._running))
+        backlog: Counter[str] = Counter()
+        for bucket, count in self._pending.items():
+            backlog[self._function_of(bucket)] += count
+        inflight = Counter(self._function_of(bucket) for bucket, _key in self._running)
+        self._gauged |= backlog.keys()
+        for function in self._gauged:
+            self._metrics.backlog.labels(function).set(backlog[function])
+            self._metrics.inflight.labels(function).set(inflight[function])
 
     def submit(self, job: Job) -> str:
         """Queue `job` unless the same object version is already queued or running: ACCEPTED, DUPLICATE or
         REJECTED (backlog full, or stopping)."""
         ident = (job.bucket, job.key)
+        work = self._queues.get(self._function_of(job.bucket))
         with self._lock:
-            if self._stop.is_set():
+            if self._stop.is_set() or work is None:
                 return REJECTED
             current = self._jobs.get(ident)
             if current is None:
                 if len(self._jobs) + len(self._rerun) >= self.max_backlog:
                     return REJECTED
                 self._jobs[ident] = job
-                self._queue.put(ident)
+                self._pending[job.bucket] += 1
+                work.put(ident)
                 self._update_gauges()
                 return ACCEPTED
             if ident not in self._running:
@@ -84,6 +107,8 @@ class JobQueue:
             rerun = self._rerun.get(ident)
             if rerun is not None and job.etag and job.etag == rerun.etag:
                 return DUPLICATE
+            if rerun is None:
+                self._pending[job.bucket] += 1
             self._rerun[ident] = job
             self._update_gauges()
             return ACCEPTED
@@ -108,9 +133,9 @@ class JobQueue:
                 self._changed.wait(remaining)
             return True
 
-    def _worker(self) -> None:
+    def _worker(self, work: queue.Queue) -> None:
         while True:
-            ident = self._queue.get()
+            ident = work.get()
             if ident is None or self._stop.is_set():
                 return
             with self._lock:
@@ -127,24 +152,28 @@ class JobQueue:
                     rerun = self._rerun.pop(ident, None)
                     if rerun is not None and not self._stop.is_set():
                         self._jobs[ident] = rerun
-                        self._queue.put(ident)
+                        work.put(ident)
                     else:
                         del self._jobs[ident]
+                    self._pending[job.bucket] -= 1
                     self._update_gauges()
                     self._changed.notify_all()
 
     def start(self, workers: int) -> None:
-        for index in range(max(1, workers)):
-            thread = threading.Thread(target=self._worker, name=f"invoker-{index}", daemon=True)
-            thread.start()
-            self._threads.append(thread)
+        """`workers` threads for each function."""
+        for function, work in self._queues.items():
+            for index in range(max(1, workers)):
+                name = f"invoker-{function}-{index}" if function else f"invoker-{index}"
+                thread = threading.Thread(target=self._worker, args=(work,), name=name, daemon=True)
+                thread.start()
+                self._threads.append((thread, work))
 
     def stop(self, deadline: float) -> tuple[int, int]:
         """Wake the workers and wait for them until `deadline` (monotonic); the caller sets the stop
         event first. Returns (running, queued) left behind."""
-        for _ in self._threads:
-            self._queue.put(None)
-        for thread in self._threads:
+        for _thread, work in self._threads:
+            work.put(None)
+        for thread, _work in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
         with self._lock:
             running = len(self._running)

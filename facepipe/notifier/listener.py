@@ -2,8 +2,8 @@
 
 `POST /` takes `{"Records": [...]}` (at most MAX_BODY_BYTES). Every record must carry the
 shared token as `opaqueData` (401 when one has none, 403 when one is wrong; nothing is queued
-then). Each record is then ignored (another bucket, not an object-created event, an unusable
-key), a duplicate of a queued one, accepted, or rejected (backlog full or stopping: the
+then). Each record is then ignored (a bucket without a route, not an object-created event, an
+unusable key), a duplicate of a queued one, accepted, or rejected (backlog full or stopping: the
 answer is 503 so that a persistent topic delivers it again). The record says all that is
 needed: the listener asks S3 nothing. The answer is the count per outcome.
 """
@@ -41,8 +41,8 @@ def check_token(token: bytes, events: list[ObjectEvent]) -> tuple[int, str] | No
 
 
 def _ignore_reason(notifier: Notifier, event: ObjectEvent) -> str | None:
-    if event.bucket != notifier.settings.input_bucket:
-        return "not the input bucket"
+    if notifier.route_for(event.bucket) is None:
+        return "no route for this bucket"
     if not event.is_object_created:
         return f"{event.event_name or 'an event without a name'} creates no object"
     try:
@@ -65,8 +65,10 @@ def handle_event(notifier: Notifier, event: ObjectEvent) -> str:
             detail="backlog full or stopping; left to the reconciler",
         )  # fmt: skip
     else:
-        log.info("event queued", key=event.key, bucket=event.bucket, outcome=outcome, etag=event.etag,
-                 event_name=event.event_name)  # fmt: skip
+        log.info(
+            "event queued", key=event.key, bucket=event.bucket, function=notifier.function_of(event.bucket),
+            outcome=outcome, etag=event.etag, event_name=event.event_name,
+        )  # fmt: skip
     return outcome
 
 

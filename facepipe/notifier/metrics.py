@@ -7,6 +7,8 @@ client's request counter (`facepipe_s3_requests_total`) and the process metrics.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 ACCEPTED = "accepted"
@@ -22,35 +24,55 @@ INVOKE_OUTCOMES = (OK, CLIENT_ERROR, FAILED)
 
 
 class NotifierMetrics:
-    def __init__(self) -> None:
+    """The notifier's metrics. Those about work carry the `function` the object is routed to
+    (`facerec_notifier_backlog{function="image-classification"}` is that function's KEDA
+    trigger); every function of `functions` starts at 0, so that its series exist from the start."""
+
+    def __init__(self, functions: Iterable[str] = ()) -> None:
         self.registry = CollectorRegistry()
         self.events = Counter(
             "facerec_notifier_events", "Notification records, by outcome", ["outcome"], registry=self.registry
         )
-        self.backlog = Gauge("facerec_notifier_backlog", "Objects queued or being processed", registry=self.registry)
-        self.inflight = Gauge("facerec_notifier_inflight", "Function invocations running", registry=self.registry)
+        self.backlog = Gauge(
+            "facerec_notifier_backlog", "Objects queued or being processed, by function", ["function"],
+            registry=self.registry,
+        )  # fmt: skip
+        self.inflight = Gauge(
+            "facerec_notifier_inflight", "Function invocations running, by function", ["function"],
+            registry=self.registry,
+        )  # fmt: skip
         self.invocations = Counter(
-            "facerec_notifier_invocations", "Objects invoked, by final outcome", ["outcome"], registry=self.registry
+            "facerec_notifier_invocations", "Objects invoked, by function and final outcome", ["function", "outcome"],
+            registry=self.registry,
+        )  # fmt: skip
+        self.retries = Counter(
+            "facerec_notifier_retries", "Invocation retries, by function", ["function"], registry=self.registry
         )
-        self.retries = Counter("facerec_notifier_retries", "Invocation retries", registry=self.registry)
         self.reconciled = Counter(
-            "facerec_notifier_reconciled", "Objects queued by the reconciler", registry=self.registry
-        )
+            "facerec_notifier_reconciled", "Objects queued by the reconciler, by function", ["function"],
+            registry=self.registry,
+        )  # fmt: skip
         self.skipped = Counter(
             "facerec_notifier_skipped",
             "Invocations the function answered with the answer it already had for that ETag",
+            ["function"],
             registry=self.registry,
         )
         self.invoke_seconds = Histogram(
             "facerec_notifier_invocation_seconds",
-            "Time from the first attempt to the final outcome of one object",
+            "Time from the first attempt to the final outcome of one object, by function",
+            ["function"],
             buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300),
             registry=self.registry,
         )
         for outcome in EVENT_OUTCOMES:
             self.events.labels(outcome)
-        for outcome in INVOKE_OUTCOMES:
-            self.invocations.labels(outcome)
+        for function in dict.fromkeys(functions):
+            for metric in (self.backlog, self.inflight, self.retries, self.reconciled, self.skipped):
+                metric.labels(function)
+            self.invoke_seconds.labels(function)
+            for outcome in INVOKE_OUTCOMES:
+                self.invocations.labels(function, outcome)
 
     def exposition(self) -> bytes:
         """The text format of the default registry followed by the notifier's own."""

@@ -1,9 +1,10 @@
 """The reconciler: what the notifications missed, found from bucket listings.
 
-It lists the input and the output bucket and queues every input object that has no current
-answer (`facepipe.answers`: judged from the listings, which carry no metadata), at start and
-then every `RECONCILE_INTERVAL_S`. A lost notification, a crashed function or a restarted
-notifier therefore only delays an answer.
+For every route of the routing table it lists the input and the output bucket and queues every
+input object that has no current answer (`facepipe.answers`: judged from the listings, which
+carry no metadata), at start and then every `RECONCILE_INTERVAL_S`. A lost notification, a
+crashed function or a restarted notifier therefore only delays an answer. A route whose
+buckets cannot be listed does not hold up the others.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from facepipe import answers, logs
 from facepipe.keys import validate_key
 from facepipe.notifier.jobs import Job
 from facepipe.notifier.metrics import ACCEPTED, NotifierMetrics
-from facepipe.settings import Settings
+from facepipe.settings import Route, Settings
 
 log = logs.get("facepipe.notifier")
 
@@ -26,10 +27,22 @@ LIST_PAGE_SIZE = 1000
 RETRY_S = 10.0
 
 
+class ReconcileError(RuntimeError):
+    """At least one route could not be reconciled (each failure was logged)."""
+
+
 class Reconciler:
-    def __init__(self, settings: Settings, s3, submit: Callable[[Job], str], metrics: NotifierMetrics):
+    def __init__(
+        self,
+        settings: Settings,
+        s3,
+        submit: Callable[[Job], str],
+        metrics: NotifierMetrics,
+        routes: list[Route] | None = None,
+    ):
         self.settings = settings
         self.s3 = s3
+        self.routes = routes if routes is not None else settings.routes()
         self._submit = submit
         self._metrics = metrics
 
@@ -40,11 +53,12 @@ class Reconciler:
         )
         return {obj["Key"]: obj for page in pages for obj in page.get("Contents", [])}
 
-    def run_once(self) -> int:
-        """Queue every input object without a current answer; returns how many were queued."""
+    def run_route(self, route: Route) -> int:
+        """Queue every object of the route's input bucket without a current answer in its output
+        bucket; returns how many were queued."""
         started = time.monotonic()
-        inputs = self._list(self.settings.input_bucket)
-        found = answers.index(self._list(self.settings.output_bucket).values())
+        inputs = self._list(route.input_bucket)
+        found = answers.index(self._list(route.output_bucket).values())
         queued = unanswered = 0
         for key, obj in sorted(inputs.items(), key=lambda item: item[1]["LastModified"]):
             try:
@@ -55,14 +69,31 @@ class Reconciler:
             if found.get(answers.stem(key), answers.Answers()).current(version) is not None:
                 continue
             unanswered += 1
-            job = Job(self.settings.input_bucket, key, version.etag, version.modified, source="reconcile")
+            job = Job(route.input_bucket, key, version.etag, version.modified, source="reconcile")
             if self._submit(job) == ACCEPTED:
                 queued += 1
-        self._metrics.reconciled.inc(queued)
+        self._metrics.reconciled.labels(route.function).inc(queued)
         log.info(
-            "reconciled", bucket=self.settings.input_bucket, objects=len(inputs), unanswered=unanswered,
-            queued=queued, seconds=round(time.monotonic() - started, 3),
+            "reconciled", bucket=route.input_bucket, function=route.function, objects=len(inputs),
+            unanswered=unanswered, queued=queued, seconds=round(time.monotonic() - started, 3),
         )  # fmt: skip
+        return queued
+
+    def run_once(self) -> int:
+        """`run_route` for every route; returns how many objects were queued in all. Raises
+        ReconcileError after the others when a route failed (its listing, say)."""
+        queued = failed = 0
+        for route in self.routes:
+            try:
+                queued += self.run_route(route)
+            except (BotoCoreError, ClientError) as exc:
+                failed += 1
+                log.warning(
+                    "reconcile failed", bucket=route.input_bucket, function=route.function,
+                    error=type(exc).__name__, detail=str(exc),
+                )  # fmt: skip
+        if failed:
+            raise ReconcileError(f"{failed} of {len(self.routes)} routes not reconciled")
         return queued
 
     def loop(self, stop: threading.Event) -> None:
@@ -73,8 +104,7 @@ class Reconciler:
             try:
                 self.run_once()
                 wait = interval
-            except (BotoCoreError, ClientError) as exc:
-                log.warning("reconcile failed", error=type(exc).__name__, detail=str(exc))
+            except ReconcileError:
                 wait = min(interval, RETRY_S) if interval > 0 else RETRY_S
             except Exception:
                 log.exception("reconcile failed")

@@ -1,4 +1,5 @@
-"""The web tier: POST a picture or video, get back who is in it; browse every result.
+"""The web tier: POST a picture or video, get back who is in it; POST a photo, get back what it
+shows; browse every result.
 
     POST /                 multipart field `inputFile`: stores the file in the input bucket under
                            `web/<random id>/<file name>`, waits until the pipeline (bucket
@@ -6,17 +7,24 @@
                            error record, and answers `<file stem>:<name>[,<name>...]` as plain
                            text, or the whole result as JSON (`Accept: application/json`).
     GET  /result/<key>     the same answer for an input key (e.g. after a 202 timeout answer)
-    GET  /results          every processed video, newest first, with its picture, refreshing
-    GET  /results.json     the same as JSON; /results/rows the table body the page refreshes with
+    POST /classify         the same for image classification (field `inputFile`, or `myfile`):
+                           IMAGE_INPUT_BUCKET -> IMAGE_OUTPUT_BUCKET, answer `<file stem>:<label>`
+                           (the top ImageNet class), or the top five as JSON
+    GET  /classify/result/<key>  its answer for an input key
+    GET  /results          every processed video and classified image, newest first, with their
+                           pictures, refreshing
+    GET  /results.json     the same as JSON; /results/rows the tables the page refreshes with
     GET  /picture/<key>    a `<stem>.jpg` picture from the output bucket
+    GET  /classify/picture/<key>  a `<stem>.jpg` picture from the image output bucket
     GET  /healthz          liveness
 
-The web tier never calls the function: it only writes to the input bucket and reads the
-output bucket, so a web upload goes through exactly the path every other upload takes.
+The web tier never calls a function: it only writes to an input bucket and reads the output
+bucket, so a web upload goes through exactly the path every other upload takes.
 Every upload gets its own key, so concurrent users sending files with the same name never
 see each other's answers, and a stale result of an older upload is never taken for a new one.
 
-Modules: `app` (the `create_app` factory), one Blueprint each in `upload`, `results` and
-`pictures`; `services` (what the views share), `responses` (answers in text or JSON),
-`store` (the output bucket), `media_types` (what an uploaded file is), `settings`, `cli`.
+Modules: `app` (the `create_app` factory), one Blueprint each in `upload` (faces), `classify`
+(images), `results` and `pictures`; `intake` (what both upload routes share: storing, waiting,
+answering), `services` (what the views share), `responses` (answers in text or JSON), `store`
+(an output bucket), `media_types` (what an uploaded file is), `settings`, `cli`.
 """

@@ -1,5 +1,6 @@
 """The application factory: `create_app` builds the web tier for given settings and registers
-its Blueprints (upload, results, pictures, metrics); the security headers and error answers are the app's."""
+its Blueprints (upload, classify, results, pictures, metrics); the security headers and error
+answers are the app's."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from facepipe import logs
 from facepipe.clients import s3_client
 from facepipe.settings import Settings
-from facepipe.web import metrics, pictures, results, services, upload
+from facepipe.web import classify, metrics, pictures, results, services, upload
 from facepipe.web.responses import reject
 from facepipe.web.services import Services
 from facepipe.web.settings import WebSettings
@@ -26,10 +27,17 @@ CONTENT_SECURITY_POLICY = (
 
 
 def create_app(settings: Settings, web: WebSettings | None = None, s3=None) -> Flask:
-    """The web tier for `settings` (buckets, S3 endpoint); `s3` replaces the client in tests."""
+    """The web tier for `settings` (buckets of both functions, S3 endpoint); `s3` replaces the
+    client in tests."""
     web = web or WebSettings()
     s3 = s3 if s3 is not None else s3_client(settings, caller="web")
-    shared = Services(settings=settings, web=web, s3=s3, store=ResultStore(s3, settings.output_bucket))
+    shared = Services(
+        settings=settings,
+        web=web,
+        s3=s3,
+        store=ResultStore(s3, settings.output_bucket),
+        image_store=ResultStore(s3, settings.image_output_bucket),
+    )
 
     app = Flask(__name__)  # templates/ and static/ beside this module
     app.config["MAX_CONTENT_LENGTH"] = shared.max_upload_bytes + MULTIPART_OVERHEAD
@@ -41,6 +49,7 @@ def create_app(settings: Settings, web: WebSettings | None = None, s3=None) -> F
     app.register_error_handler(HTTPException, http_error)
     app.register_error_handler(Exception, internal_error)
     app.register_blueprint(upload.bp)
+    app.register_blueprint(classify.bp)
     app.register_blueprint(results.bp)
     app.register_blueprint(pictures.bp)
     app.register_blueprint(metrics.bp)

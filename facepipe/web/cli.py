@@ -33,7 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     app = create_app(settings, web, s3=s3_client(settings, max_pool_connections=web.threads + 4, caller="web"))
     log.info(
         "serving", url=f"http://{args.host}:{args.port}/", input_bucket=settings.input_bucket,
-        output_bucket=settings.output_bucket, threads=web.threads, result_timeout_s=web.result_timeout_s,
+        output_bucket=settings.output_bucket, image_input_bucket=settings.image_input_bucket,
+        image_output_bucket=settings.image_output_bucket, threads=web.threads, result_timeout_s=web.result_timeout_s,
     )  # fmt: skip
     serve(
         app,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import posixpath
 
-from facepipe import answers
+from facepipe import answers, keys
 
 #: How many bytes of an upload `sniff` and `looks_like_text` look at.
 SNIFF_BYTES = 512
@@ -42,6 +42,41 @@ def sniff(head: bytes) -> str | None:
     if len(head) > 188 and head[0] == 0x47 and head[188] == 0x47:  # MPEG transport stream
         return ".ts"
     return None
+
+
+#: What `sniff` answers for the still images the classification function reads.
+IMAGE_FORMATS = frozenset({".jpg", ".png", ".gif", ".bmp", ".tif", ".webp"})
+#: File name extensions of those images (GIF counts as a video for the face function).
+IMAGE_NAMES = keys.IMAGE_SUFFIXES | {".gif"}
+
+
+class UnsupportedMedia(ValueError):
+    """The upload is not something the function it was posted for reads (HTTP 415)."""
+
+
+def media_name(name: str, head: bytes) -> str:
+    """The name an upload for face recognition is stored under: its own when it names an image
+    or video (and does not hold text), else with the extension its first bytes show."""
+    if keys.is_media_name(name):
+        if looks_like_text(head):
+            raise UnsupportedMedia(f"{name} is named like an image or video but holds text")
+        return name
+    suffix = sniff(head)
+    if suffix is None:
+        raise UnsupportedMedia(f"{name} is not an image or video this service reads (by its name and its content)")
+    return name + suffix
+
+
+def image_name(name: str, head: bytes) -> str:
+    """The name a photo for classification is stored under. Its first bytes decide (JPEG, PNG,
+    GIF, BMP, TIFF or WebP): the name is kept when its extension names an image, else the
+    extension of the format found is added."""
+    suffix = sniff(head)
+    if suffix in IMAGE_FORMATS:
+        return name if posixpath.splitext(name.lower())[1] in IMAGE_NAMES else name + suffix
+    if suffix is not None:
+        raise UnsupportedMedia(f"{name} is a video; image classification takes a photo (send videos to POST /)")
+    raise UnsupportedMedia(f"{name} is not an image this service classifies (JPEG, PNG, GIF, BMP, TIFF or WebP)")
 
 
 def looks_like_text(head: bytes) -> bool:

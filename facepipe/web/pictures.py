@@ -1,5 +1,6 @@
-"""The annotated pictures of the output bucket (`/picture/<key>`, streamed, cached by ETag)
-and the liveness probe (`/healthz`). The page's own CSS and JavaScript are Flask's static files."""
+"""The annotated pictures of the output buckets (`/picture/<key>` of the face function's,
+`/classify/picture/<key>` of the classification function's; streamed, cached by ETag) and the
+liveness probe (`/healthz`). The page's own CSS and JavaScript are Flask's static files."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from facepipe import answers, logs
 from facepipe.clients import is_missing
 from facepipe.web import services
 from facepipe.web.responses import plain, reject
+from facepipe.web.services import Services
 
 log = logs.get("facepipe.web")
 bp = Blueprint("pictures", __name__)
@@ -21,16 +23,30 @@ CHUNK_BYTES = 64 * 1024
 
 @bp.get("/picture/<path:key>")
 def picture(key: str) -> Response:
-    """The picture; `?v=<etag>` URLs (see responses.picture_url) may be cached for good."""
+    """A face result's picture; `?v=<etag>` URLs (see responses.picture_url) may be cached for good."""
+    svc = services.current()
+    return _serve(svc, svc.settings.output_bucket, key)
+
+
+@bp.get("/classify/picture/<path:key>")
+def classified(key: str) -> Response:
+    """A classified photo's picture (its top label written on it), from IMAGE_OUTPUT_BUCKET."""
+    svc = services.current()
+    return _serve(svc, svc.settings.image_output_bucket, key)
+
+
+def _serve(svc: Services, bucket: str, key: str) -> Response:
     if not key.endswith(answers.PICTURE_SUFFIX):
         return reject(404, "not a picture")
-    svc = services.current()
     try:
-        obj = svc.s3.get_object(Bucket=svc.settings.output_bucket, Key=key)
+        obj = svc.s3.get_object(Bucket=bucket, Key=key)
     except (BotoCoreError, ClientError) as exc:
         if isinstance(exc, ClientError) and is_missing(exc):
             return reject(404, f"no picture {key!r}")
-        log.warning("picture unreadable", output_key=key, outcome="unavailable", status=503, error=str(exc))
+        log.warning(
+            "picture unreadable", output_bucket=bucket, output_key=key, outcome="unavailable", status=503,
+            error=str(exc),
+        )  # fmt: skip
         return reject(503, "the output bucket cannot be read right now")
     etag = str(obj.get("ETag", "")).strip('"')
     body = obj["Body"]

@@ -31,11 +31,12 @@ def reject(status: int, message: str) -> Response:
     return plain(f"error: {message}\n", status)
 
 
-def picture_url(picture: StoredAnswer | None) -> str | None:
-    """The picture's URL, versioned by its ETag so that browsers may cache it for good."""
+def picture_url(picture: StoredAnswer | None, endpoint: str = "pictures.picture") -> str | None:
+    """The picture's URL (`endpoint` serves the output bucket it is in), versioned by its ETag
+    so that browsers may cache it for good."""
     if picture is None:
         return None
-    url = url_for("pictures.picture", key=picture.key)
+    url = url_for(endpoint, key=picture.key)
     return f"{url}?v={quote(picture.etag[:16])}" if picture.etag else url
 
 

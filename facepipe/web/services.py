@@ -1,5 +1,5 @@
-"""What every view shares (settings, the S3 client, the result store): one holder per app,
-kept on `app.extensions` by `create_app` and reached with `current()` inside a request."""
+"""What every view shares (settings, the S3 client, the result stores of both functions): one
+holder per app, kept on `app.extensions` by `create_app` and reached with `current()` inside a request."""
 
 from __future__ import annotations
 
@@ -20,7 +20,8 @@ class Services:
     settings: Settings
     web: WebSettings
     s3: Any  # a boto3 S3 client
-    store: ResultStore
+    store: ResultStore  # the face function's output bucket (OUTPUT_BUCKET)
+    image_store: ResultStore  # the classification function's (IMAGE_OUTPUT_BUCKET)
 
     @property
     def max_upload_bytes(self) -> int:

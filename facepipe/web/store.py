@@ -1,5 +1,6 @@
-"""The output bucket as the web tier reads it: the answer for one input key (one LIST of its
-answers, `facepipe.answers.find`), and the newest answer of every stem for the results page."""
+"""An output bucket as the web tier reads it: the answer for one input key (one LIST of its
+answers, `facepipe.answers.find`), and the newest answer of every stem for the results page.
+One store per output bucket: the face function's and the image classification function's."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from facepipe import answers
-from facepipe.answers import AnswerBody, StoredAnswer, Student
+from facepipe.answers import AnswerBody, Label, StoredAnswer, Student
 
 
 @dataclass
@@ -22,6 +23,7 @@ class Answer:
     people: list[Student] = field(default_factory=list)
     error: dict | None = None
     picture: StoredAnswer | None = None
+    labels: list[Label] = field(default_factory=list)  # a classification's, most likely first
 
     @property
     def output_key(self) -> str:
@@ -60,7 +62,7 @@ class ResultStore:
         self._listing: tuple[float, list[Row]] | None = None
 
     def read(self, answer: StoredAnswer) -> AnswerBody:
-        """The parsed answer (people, or the error record), cached per key and ETag."""
+        """The parsed answer (people or labels, or the error record), cached per key and ETag."""
         ident = (answer.key, answer.etag)
         with self._lock:
             cached = self._bodies.get(ident)
@@ -87,6 +89,7 @@ class ResultStore:
             people=body.people,
             error=body.error,
             picture=found.picture if body.error is None else None,
+            labels=body.labels,
         )
 
     def rows(self) -> list[Row]:

@@ -1,8 +1,8 @@
 """The local stack: single-node Ceph (mon, osd, RGW), a DynamoDB-compatible server, the
-function runner, the notifier, the web tier and (optional) Prometheus, all on 127.0.0.1,
-all state in one folder.
+function runner (face-recognition and image-classification), the notifier, the web tier and
+(optional) Prometheus, all on 127.0.0.1, all state in one folder.
 
-    python -m facepipe_tools.stack up [--known-faces FILE] [--student-data JSON] [--no-prometheus] [...]
+    python -m facepipe_tools.stack up [--known-faces FILE] [--student-data JSON] [--image-workers N] [...]
     python -m facepipe_tools.stack status
     python -m facepipe_tools.stack down
 

@@ -43,7 +43,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--known-faces", default=os.environ.get("KNOWN_FACES") or None)
     parser.add_argument("--student-data", default=os.environ.get("STUDENT_DATA") or None)
-    parser.add_argument("--workers", type=int, default=_env_int("FACEPIPE_WORKERS"), help="default: cores")
+    parser.add_argument(
+        "--workers", type=int, default=_env_int("FACEPIPE_WORKERS"), help="face-recognition workers (default: cores)"
+    )
+    parser.add_argument(
+        "--image-workers",
+        type=int,
+        default=_env_int("FACEPIPE_IMAGE_WORKERS"),
+        help="image-classification workers (default 1; 0: faces only; an existing stack keeps its count)",
+    )
     parser.add_argument(
         "--prometheus",
         action=argparse.BooleanOptionalAction,
@@ -77,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         prometheus_port=args.prometheus_port,
         prometheus=args.prometheus,
         workers=args.workers,
+        image_workers=args.image_workers,
         known_faces=args.known_faces,
         student_data=args.student_data,
     )

@@ -42,8 +42,9 @@ class StackConfig:
     aws_access_key_id: str = field(default_factory=lambda: "LOCAL" + secrets.token_hex(8).upper())
     aws_secret_access_key: str = field(default_factory=lambda: secrets.token_urlsafe(30))
     notify_token: str = field(default_factory=lambda: secrets.token_urlsafe(32))
-    #: The function runner's workers listen on worker_base_port .. worker_base_port + workers - 1,
-    #: and serve their metrics on the next `workers` ports (function_runner.worker_metrics_ports).
+    #: The function runner's face workers listen on worker_base_port .. worker_base_port + workers - 1,
+    #: and serve their metrics on the next `workers` ports; the classification workers and their
+    #: metrics ports follow (function_runner.worker_ports).
     worker_base_port: int = DEFAULT_PORTS["worker_base"]
     #: The web tier (POST a file, results page); a default so that older stack.json files load.
     web_port: int = DEFAULT_PORTS["web"]
@@ -51,6 +52,9 @@ class StackConfig:
     prometheus: bool = False
     #: Not 9090: on a host with systemd, Debian's package starts its own Prometheus there.
     prometheus_port: int = DEFAULT_PORTS["prometheus"]
+    #: Workers of the image-classification function (0: the stack serves faces only); None in a
+    #: stack.json from before it existed, until the next `up` chooses (LocalStack).
+    image_workers: int | None = None
 
 
 def load_config(path: Path) -> StackConfig | None:

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import fields
 from pathlib import Path
 
-from facepipe.settings import Settings
+from facepipe.settings import Route, Settings, env_name
 from facepipe_tools.stack import processes
 from facepipe_tools.stack.ceph import (
     CEPH_DAEMONS,
@@ -45,7 +45,7 @@ from facepipe_tools.stack.config import (
     save_config,
 )
 from facepipe_tools.stack.dynamodb import UPLOAD_DATA, DynamoDB, upload_data_command
-from facepipe_tools.stack.function import FunctionRunner, worker_known_faces
+from facepipe_tools.stack.function import FunctionRunner, classifier_model, worker_known_faces
 from facepipe_tools.stack.notifier import Notifier, setup_command
 from facepipe_tools.stack.processes import Daemons
 from facepipe_tools.stack.prometheus import Prometheus, prometheus_binary
@@ -59,14 +59,20 @@ COMPONENTS = tuple(COMPONENT_TYPES)
 CEPH_COMPONENTS = tuple(kind.name for kind in CEPH_DAEMONS)
 #: Components a stack may run or not, by the boolean field of the same name in its StackConfig.
 OPTIONAL_COMPONENTS = ("prometheus",)
+#: Classification workers of a new stack that runs every component (`make up`, the tests'
+#: session stack). A stack of a few components (bench, chaos: they measure, kill and count the
+#: face workers) serves the face function alone unless it asks for `image_workers`.
+DEFAULT_IMAGE_WORKERS = 1
 ENV_MARKER = "# Written by `python -m facepipe_tools.stack up`"
 
 
 class LocalStack:
     """A single-node Ceph + RGW, a DynamoDB-compatible server, the function runner, the
-    notifier, the web tier and, optionally, Prometheus, under one state folder. Constructor
-    arguments left as None keep what an existing stack in `state_dir` uses (or the defaults
-    for a new one; a new stack runs Prometheus when it is installed)."""
+    notifier, the web tier and, optionally, Prometheus, under one state folder. The function
+    runner serves face-recognition (`workers`) and image-classification (`image_workers`).
+    Constructor arguments left as None keep what an existing stack in `state_dir` uses (or the
+    defaults for a new one; a new stack runs Prometheus when it is installed, and
+    DEFAULT_IMAGE_WORKERS when it runs every component)."""
 
     def __init__(
         self,
@@ -83,6 +89,7 @@ class LocalStack:
         prometheus_port: int | None = None,
         prometheus: bool | None = None,
         workers: int | None = None,
+        image_workers: int | None = None,
         known_faces: str | os.PathLike | None = None,
         student_data: str | os.PathLike | None = None,
         components: tuple[str, ...] = COMPONENTS,
@@ -101,6 +108,7 @@ class LocalStack:
             "prometheus_port": prometheus_port,
             "prometheus": prometheus,
             "workers": workers,
+            "image_workers": image_workers,
             "known_faces": str(Path(known_faces).resolve()) if known_faces else None,
             "student_data": str(Path(student_data).resolve()) if student_data else None,
         }
@@ -157,7 +165,7 @@ class LocalStack:
         req = self._requested
         old = load_config(self.config_path)
         if old is None:
-            return StackConfig(
+            new = StackConfig(
                 mon_port=req["mon_port"] or DEFAULT_PORTS["mon"],
                 rgw_port=req["rgw_port"] or DEFAULT_PORTS["rgw"],
                 dynamodb_port=req["dynamodb_port"] or DEFAULT_PORTS["dynamodb"],
@@ -168,10 +176,12 @@ class LocalStack:
                 prometheus_port=req["prometheus_port"] or DEFAULT_PORTS["prometheus"],
                 prometheus=prometheus_binary() is not None if req["prometheus"] is None else req["prometheus"],
                 workers=req["workers"] or os.cpu_count() or 1,
+                image_workers=req["image_workers"],
                 known_faces=req["known_faces"] or str(DEFAULT_KNOWN_FACES),
                 student_data=req["student_data"] or str(DEFAULT_STUDENT_DATA),
                 env_file=req["env_file"] or str(DEFAULT_ENV_FILE),
             )
+            return self._choose_image_workers(new)
         for name in ("mon_port", "rgw_port", "dynamodb_port", "env_file"):
             if req[name] is not None and req[name] != getattr(old, name):
                 raise StackError(
@@ -180,18 +190,38 @@ class LocalStack:
                 )
         for name in (
             "gateway_port", "notifier_port", "worker_base_port", "web_port", "prometheus_port", "prometheus", "workers",
-            "known_faces", "student_data",
+            "image_workers", "known_faces", "student_data",
         ):  # fmt: skip
             if req[name] is not None:
                 setattr(old, name, req[name])
-        return old
+        return self._choose_image_workers(old)
+
+    def _choose_image_workers(self, config: StackConfig) -> StackConfig:
+        """Settle `image_workers` when neither this call nor the stored config chose it."""
+        if config.image_workers is None:
+            whole = set(COMPONENTS) - set(OPTIONAL_COMPONENTS) <= set(self.components)
+            config.image_workers = DEFAULT_IMAGE_WORKERS if whole else 0
+        if config.image_workers < 0 or config.workers < 1:
+            raise StackError("workers must be at least 1 and image workers at least 0")
+        return config
 
     # ----------------------------------------------------------------- settings
+
+    def routes(self) -> list[Route]:
+        """The stack's routing table: the face route, and the image route when it serves images."""
+        defaults = Settings()
+        routes = [Route(defaults.input_bucket, defaults.function_name, defaults.output_bucket)]
+        if self.config.image_workers:
+            routes.append(
+                Route(defaults.image_input_bucket, defaults.image_function_name, defaults.image_output_bucket)
+            )
+        return routes
 
     def settings_env(self) -> dict[str, str]:
         """The stack's settings as environment variables (names as in facepipe.settings)."""
         c = self.config
         defaults = Settings()
+        images = {"CLASSIFIER_MODEL": str(classifier_model(self._paths))} if c.image_workers else {}
         return {
             "S3_ENDPOINT_URL": f"http://{HOST}:{c.rgw_port}",
             "S3_ACCESS_KEY_ID": c.s3_access_key_id,
@@ -206,6 +236,11 @@ class LocalStack:
             "STUDENTS_TABLE": defaults.students_table,
             "OPENFAAS_GATEWAY": f"http://{HOST}:{c.gateway_port}",
             "FUNCTION_NAME": defaults.function_name,
+            "IMAGE_INPUT_BUCKET": defaults.image_input_bucket,
+            "IMAGE_OUTPUT_BUCKET": defaults.image_output_bucket,
+            "IMAGE_FUNCTION_NAME": defaults.image_function_name,
+            **images,
+            env_name("routes_table"): ",".join(map(str, self.routes())),
             "NOTIFY_TOKEN": c.notify_token,
             "NOTIFY_URL": f"http://{HOST}:{c.notifier_port}/",
             "KNOWN_FACES": worker_known_faces(self._paths, c),
@@ -216,7 +251,7 @@ class LocalStack:
     def settings(self) -> Settings:
         """Settings for this stack, built from `settings_env()` alone (no `.env`, no secrets)."""
         env = self.settings_env()
-        values = {f.name: env[f.name.upper()] for f in fields(Settings) if f.name.upper() in env}
+        values = {f.name: env[env_name(f.name)] for f in fields(Settings) if env_name(f.name) in env}
         return Settings(**values)
 
     def child_env(self) -> dict[str, str]:
@@ -483,6 +518,7 @@ class LocalStack:
             + (f", web {env['WEB_URL']} (results: {env['WEB_URL']}results)" if "web" in wanted else "")
             + (f", Prometheus {env['PROMETHEUS_URL']}" if "prometheus" in wanted else "")
         )
+        self._say(f"routes: {', '.join(map(str, self.routes()))}")
         self._say(f"settings written to {self.env_file}; known faces {self.config.known_faces}")
         if self.state_dir == DEFAULT_STATE_DIR and self.env_file == DEFAULT_ENV_FILE:
             self._say("stop it with `make down`")

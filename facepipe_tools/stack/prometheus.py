@@ -1,4 +1,4 @@
-"""Prometheus (Debian's `prometheus` package), an optional component: it scrapes the function's
+"""Prometheus (Debian's `prometheus` package), an optional component: it scrapes the functions'
 workers, the gateway stand-in, the notifier and the web tier, so that the Grafana dashboard's
 queries (k8s/base/grafana-dashboard.json) and KEDA's (k8s/base/keda-scaledobject.yaml) run
 against the local stack unchanged.
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import yaml
 
-from facepipe_tools.function_runner import FUNCTION_NAMESPACE, worker_metrics_ports
+from facepipe_tools.function_runner import FUNCTION_NAMESPACE, worker_ports
 from facepipe_tools.stack.component import HttpComponent, StackError
 from facepipe_tools.stack.config import HOST, StackConfig
 
@@ -44,12 +44,16 @@ def _target(port: int, namespace: str, pod: str, container: str, endpoint: str =
 def scrape_jobs(config: StackConfig) -> list[dict]:
     """One scrape job per monitor of k8s/base, named as the job label it gives on the cluster."""
     ns = SERVICES_NAMESPACE
+    faces, images = worker_ports(config.worker_base_port, config.workers, config.image_workers or 0)
     jobs = {
-        # PodMonitor openfaas-fn/face-recognition (function-podmonitor.yaml): each METRICS_PORT.
-        f"{FUNCTION_NAMESPACE}/face-recognition": [
-            _target(port, FUNCTION_NAMESPACE, f"face-recognition-{n}", "face-recognition")
-            for n, port in enumerate(worker_metrics_ports(config.worker_base_port, config.workers))
-        ],
+        # PodMonitors openfaas-fn/<function> (function-podmonitor.yaml): each worker's METRICS_PORT.
+        f"{FUNCTION_NAMESPACE}/{function}": [
+            _target(port, FUNCTION_NAMESPACE, f"{function}-{n}", function) for n, port in enumerate(ports.metrics_ports)
+        ]
+        for function, ports in (("face-recognition", faces), ("image-classification", images))
+        if ports.metrics_ports
+    }
+    jobs |= {
         # PodMonitor openfaas/gateway (gateway-podmonitor.yaml): the gateway's own metrics.
         f"{OPENFAAS_NAMESPACE}/gateway": [
             _target(config.gateway_port, OPENFAAS_NAMESPACE, "gateway-0", "gateway", endpoint="gw-metrics")

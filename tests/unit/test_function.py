@@ -63,8 +63,7 @@ def env():
         ensure_table(dynamodb, "students")
         write_students(dynamodb, "students", load_students(REPO_ROOT / "data" / "student_data.json"))
         index = _load_index()
-        index.handler._function = None
-        index.handler._configuration_error = None
+        index.handler.object_handler.reset()
         yield {"s3": s3, "client": index.app.test_client(), "index": index}
     patch.undo()
 
@@ -299,8 +298,8 @@ def test_configuration_error_is_500_and_not_ready(env, monkeypatch: pytest.Monke
     broken = tmp_path / "known.json"
     broken.write_text('{"not": "known faces"}')
     monkeypatch.setenv("KNOWN_FACES", str(broken))
-    monkeypatch.setattr(handler, "_function", None)
-    monkeypatch.setattr(handler, "_configuration_error", None)
+    monkeypatch.setattr(handler.object_handler, "_function", None)
+    monkeypatch.setattr(handler.object_handler, "_configuration_error", None)
     upload(env, "config.mp4", b"whatever")
     for _ in range(2):
         status, body = invoke(env, {"bucket": "input", "key": "config.mp4"})

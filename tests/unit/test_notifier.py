@@ -17,7 +17,7 @@ from facepipe.notifier.jobs import Job
 from facepipe.notifier.listener import MAX_BODY_BYTES, create_app
 from facepipe.notifier.service import Notifier
 from facepipe_tools.polling import wait_for
-from tests.unit.notifierfake import FAST, TOKEN, metric, record
+from tests.unit.notifierfake import FACES, FAST, IMAGES, TOKEN, TWO_ROUTES, metric, record
 
 
 @pytest.fixture
@@ -128,6 +128,74 @@ def test_filters_other_buckets_non_create_events_and_unusable_keys(client, notif
     notifier.start(reconcile=False)
     assert notifier.wait_idle(5)
     assert gateway.keys() == ["ok.mp4"]
+
+
+def test_each_bucket_goes_to_the_function_of_its_route(settings, s3, gateway):
+    """Two routes: a record is queued for its bucket's function (the same key in two buckets is
+    two objects), records of the output buckets are ignored; gauges and counters by function."""
+    notifier = Notifier(replace(settings, routes_table=TWO_ROUTES), s3=s3, backoff=FAST)
+    client = create_app(notifier).test_client()
+    release = threading.Event()
+    gateway.on_ok = lambda body: release.wait(5)
+    records = [
+        record("input", "same.jpg"), record("images", "same.jpg"), record("images", "dog.jpg"),
+        record("images-out", "dog.csv"), record("output", "same.csv"),
+    ]  # fmt: skip
+    try:
+        assert post(client, *records).get_json() == {"accepted": 3, "ignored": 2, "duplicate": 0, "rejected": 0}
+        assert metric(client, "facerec_notifier_backlog", function=FACES) == 1
+        assert metric(client, "facerec_notifier_backlog", function=IMAGES) == 2
+        notifier.start(reconcile=False)
+        # Two workers for each function: all three run at once.
+        assert wait_for(lambda: metric(client, "facerec_notifier_inflight", function=IMAGES) == 2, 5)
+        assert metric(client, "facerec_notifier_inflight", function=FACES) == 1
+        release.set()
+        assert notifier.wait_idle(5)
+    finally:
+        release.set()
+        notifier.stop(grace_s=2)
+    assert sorted(gateway.invoked) == [(FACES, "same.jpg"), (IMAGES, "dog.jpg"), (IMAGES, "same.jpg")]
+    assert metric(client, "facerec_notifier_invocations_total", function=IMAGES, outcome="ok") == 2
+    assert metric(client, "facerec_notifier_invocations_total", function=FACES, outcome="ok") == 1
+    assert metric(client, "facerec_notifier_backlog", function=IMAGES) == 0
+
+
+def test_a_backlog_of_one_function_does_not_hold_up_the_other(settings, s3, gateway):
+    """Each function has its own queue and NOTIFIER_CONCURRENCY workers: photos uploaded behind
+    a backlog of videos are invoked while the videos still wait."""
+    release = threading.Event()
+    gateway.on_ok = lambda body: body["bucket"] != "input" or release.wait(5)
+    notifier = Notifier(replace(settings, routes_table=TWO_ROUTES), s3=s3, backoff=FAST)
+    try:
+        for index in range(5):
+            notifier.submit(Job("input", f"v{index}.mp4"))
+        notifier.submit(Job("images", "cat.jpg"))
+        notifier.start(reconcile=False)
+        assert wait_for(lambda: (IMAGES, "cat.jpg") in gateway.invoked, 5), gateway.invoked
+        assert len([call for call in gateway.invoked if call[0] == FACES]) == settings.notifier_concurrency
+        release.set()
+        assert notifier.wait_idle(5)
+    finally:
+        release.set()
+        notifier.stop(grace_s=2)
+    assert len(gateway.invoked) == 6
+
+
+def test_a_function_failing_does_not_touch_the_other_routes_counts(settings, s3, gateway):
+    """Retries and final outcomes are counted for the function that failed."""
+    gateway.script["bad.jpg"] = [500]
+    notifier = Notifier(replace(settings, routes_table=TWO_ROUTES), s3=s3, backoff=FAST)
+    client = create_app(notifier).test_client()
+    try:
+        post(client, record("images", "bad.jpg"), record("input", "ok.mp4"))
+        notifier.start(reconcile=False)
+        assert notifier.wait_idle(5)
+    finally:
+        notifier.stop(grace_s=2)
+    assert metric(client, "facerec_notifier_invocations_total", function=IMAGES, outcome="failed") == 1
+    assert metric(client, "facerec_notifier_retries_total", function=IMAGES) == settings.invoke_attempts - 1
+    assert metric(client, "facerec_notifier_retries_total", function=FACES) == 0
+    assert metric(client, "facerec_notifier_invocations_total", function=FACES, outcome="ok") == 1
 
 
 def test_an_event_causes_no_s3_request(settings, s3, gateway):
@@ -315,20 +383,21 @@ def test_healthz_and_metric_names(client, notifier):
     notifier.submit(Job("input", "a.mp4"))
     assert client.get("/healthz").get_json() == {"status": "ok", "backlog": 1}
     text = client.get("/metrics").get_data(as_text=True)
+    function = 'function="face-recognition"'
     for name in (
         'facerec_notifier_events_total{outcome="accepted"}',
         'facerec_notifier_events_total{outcome="rejected"}',
         'facerec_notifier_events_total{outcome="ignored"}',
         'facerec_notifier_events_total{outcome="duplicate"}',
-        "facerec_notifier_backlog ",
-        "facerec_notifier_inflight ",
-        'facerec_notifier_invocations_total{outcome="ok"}',
-        'facerec_notifier_invocations_total{outcome="client_error"}',
-        'facerec_notifier_invocations_total{outcome="failed"}',
-        "facerec_notifier_retries_total ",
-        "facerec_notifier_reconciled_total ",
-        "facerec_notifier_skipped_total ",
-        "facerec_notifier_invocation_seconds_bucket",
+        f"facerec_notifier_backlog{{{function}}} 1.0",
+        f"facerec_notifier_inflight{{{function}}} 0.0",
+        f'facerec_notifier_invocations_total{{{function},outcome="ok"}}',
+        f'facerec_notifier_invocations_total{{{function},outcome="client_error"}}',
+        f'facerec_notifier_invocations_total{{{function},outcome="failed"}}',
+        f"facerec_notifier_retries_total{{{function}}}",
+        f"facerec_notifier_reconciled_total{{{function}}}",
+        f"facerec_notifier_skipped_total{{{function}}}",
+        f"facerec_notifier_invocation_seconds_bucket{{{function},",
     ):
         assert name in text
 

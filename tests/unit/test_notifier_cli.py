@@ -18,7 +18,7 @@ from facepipe import answers
 from facepipe.notifier.listener import MAX_BODY_BYTES
 from facepipe_tools.polling import wait_for
 from facepipe_tools.stack import free_port
-from tests.unit.notifierfake import TOKEN, record
+from tests.unit.notifierfake import FACES, IMAGES, TOKEN, record
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = str(REPO / "notifier" / "notification.py")
@@ -41,13 +41,16 @@ def _healthy(url: str) -> bool:
 
 
 def test_serve_end_to_end_and_sigterm(moto_endpoint, gateway, tmp_path):
+    """Both routes, derived from the bucket settings: videos to the face function, images to
+    the classification function, by event and by the reconciler at start."""
     suffix = uuid.uuid4().hex[:10]
     inputs, outputs = f"in-{suffix}", f"out-{suffix}"
+    images, labels = f"img-in-{suffix}", f"img-out-{suffix}"
     s3 = boto3.client(
         "s3", endpoint_url=moto_endpoint, aws_access_key_id="testing", aws_secret_access_key="testing",
         region_name="us-east-1",
     )  # fmt: skip
-    for bucket in (inputs, outputs):
+    for bucket in (inputs, outputs, images, labels):
         s3.create_bucket(Bucket=bucket)
     port = free_port()
     env = {
@@ -57,13 +60,17 @@ def test_serve_end_to_end_and_sigterm(moto_endpoint, gateway, tmp_path):
         "S3_SECRET_ACCESS_KEY": "testing",
         "INPUT_BUCKET": inputs,
         "OUTPUT_BUCKET": outputs,
+        "IMAGE_INPUT_BUCKET": images,
+        "IMAGE_OUTPUT_BUCKET": labels,
         "OPENFAAS_GATEWAY": gateway.url,
         "NOTIFY_TOKEN": TOKEN,
         "RECONCILE_INTERVAL_S": "60",
     }
     s3.put_object(Bucket=inputs, Key="before start.mp4", Body=b"x")
+    s3.put_object(Bucket=images, Key="before start.jpg", Body=b"x")
+    answered_in = {inputs: outputs, images: labels}
     gateway.on_ok = lambda body: s3.put_object(
-        Bucket=outputs, Key=answers.result_key(body["key"]), Body=b"name,major,year\n"
+        Bucket=answered_in[body["bucket"]], Key=answers.result_key(body["key"]), Body=b"answer\n"
     )
     log_path = tmp_path / "notifier.log"
     with open(log_path, "w") as log_file:
@@ -75,14 +82,25 @@ def test_serve_end_to_end_and_sigterm(moto_endpoint, gateway, tmp_path):
         assert wait_for(lambda: _healthy(url) or process.poll() is not None, 20) and process.poll() is None, (
             log_path.read_text()
         )
-        response = requests.post(url + "/", json={"Records": [record(inputs, "by event.mp4")]}, timeout=10)
+        events = [record(inputs, "by event.mp4"), record(images, "by event.jpg"), record(outputs, "x.csv")]
+        response = requests.post(url + "/", json={"Records": events}, timeout=10)
         assert response.status_code == 200, response.text
-        assert wait_for(lambda: sorted(gateway.keys()) == ["before start.mp4", "by event.mp4"], 10), gateway.keys()
+        assert response.json() == {"accepted": 2, "ignored": 1, "duplicate": 0, "rejected": 0}
+        expected = sorted(
+            [
+                (FACES, "before start.mp4"),
+                (FACES, "by event.mp4"),
+                (IMAGES, "before start.jpg"),
+                (IMAGES, "by event.jpg"),
+            ]
+        )
+        assert wait_for(lambda: sorted(gateway.invoked) == expected, 10), gateway.invoked
         big = requests.post(url + "/", data=b"x" * (MAX_BODY_BYTES + 10), timeout=10)
         assert big.status_code == 413 and b"Traceback" not in big.content
         metrics = requests.get(url + "/metrics", timeout=5).text
-        # The reconciler's two listings at start; the event added no request (no HEAD, no LIST).
-        assert 'facepipe_s3_requests_total{caller="reconciler",operation="ListObjectsV2"} 2.0' in metrics
+        # The reconciler's two listings per route at start; the events added no request (no HEAD, no LIST).
+        assert 'facepipe_s3_requests_total{caller="reconciler",operation="ListObjectsV2"} 4.0' in metrics
+        assert f'facerec_notifier_invocations_total{{function="{IMAGES}",outcome="ok"}} 2.0' in metrics
         assert "HeadObject" not in metrics
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=15) == 0, log_path.read_text()
@@ -94,6 +112,7 @@ def test_serve_end_to_end_and_sigterm(moto_endpoint, gateway, tmp_path):
     invoked = {r["key"]: r for r in records if r["event"] == "invoked"}
     assert invoked["by event.mp4"]["outcome"] == "ok" and invoked["by event.mp4"]["source"] == "event"
     assert invoked["before start.mp4"]["outcome"] == "ok" and invoked["before start.mp4"]["source"] == "reconcile"
+    assert invoked["by event.jpg"]["function"] == IMAGES and invoked["by event.mp4"]["function"] == FACES
     assert invoked["by event.mp4"]["attempts"] == 1 and invoked["by event.mp4"]["logger"] == "facepipe.notifier"
     assert {"event": "stopped", "outcome": "clean"}.items() <= records[-1].items()
 

@@ -12,7 +12,7 @@ import pytest
 
 from facepipe.notifier.invoker import Backoff, Invoker, error_detail
 from facepipe_tools.stack import free_port
-from tests.unit.notifierfake import FAST
+from tests.unit.notifierfake import FACES, FAST, IMAGES, TWO_ROUTES
 
 
 def invoker_for(settings, **changes) -> Invoker:
@@ -25,6 +25,24 @@ def test_transient_failures_are_retried(settings, gateway, statuses):
     result = invoker_for(settings, invoke_attempts=5).invoke("input", "a.mp4")
     assert (result.outcome, result.attempts, result.status, result.answer) == ("ok", len(statuses), 200, "ok")
     assert len(gateway.calls) == len(statuses)
+
+
+def test_the_function_is_the_one_of_the_buckets_route(settings, gateway):
+    invoker = invoker_for(settings, routes_table=TWO_ROUTES)
+    assert invoker.urls == {
+        "input": f"{gateway.url}/function/{FACES}",
+        "images": f"{gateway.url}/function/{IMAGES}",
+    }
+    assert invoker.invoke("images", "cat.jpg").outcome == "ok"
+    assert invoker.invoke("input", "a.mp4").outcome == "ok"
+    assert gateway.invoked == [(IMAGES, "cat.jpg"), (FACES, "a.mp4")]
+    nowhere = invoker.invoke("images-out", "cat.csv")
+    assert (nowhere.outcome, nowhere.attempts, nowhere.detail) == (
+        "client_error",
+        0,
+        "no route for bucket 'images-out'",
+    )
+    assert len(gateway.calls) == 2
 
 
 def test_the_functions_outcome_is_read_from_its_answer(settings, gateway):

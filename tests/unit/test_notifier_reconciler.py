@@ -1,4 +1,4 @@
-"""Notifier reconciler: which input objects it queues, from listings of the two buckets."""
+"""Notifier reconciler: which input objects it queues, from listings of each route's two buckets."""
 
 from __future__ import annotations
 
@@ -6,13 +6,16 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import boto3
+import pytest
 from botocore.config import Config
 
 from facepipe import answers
 from facepipe.notifier import reconciler as reconciler_module
+from facepipe.notifier.reconciler import ReconcileError
 from facepipe.notifier.service import Notifier
 from facepipe_tools.polling import wait_for
 from facepipe_tools.stack import free_port
+from tests.unit.notifierfake import FACES, IMAGES, TWO_ROUTES
 
 
 def test_reconciler_queues_every_unanswered_object(notifier, s3, gateway):
@@ -32,7 +35,43 @@ def test_reconciler_queues_every_unanswered_object(notifier, s3, gateway):
     assert notifier.wait_idle(5)
     assert sorted(gateway.keys()) == ["a.mp4", "dir/d.mp4", "notes.txt"]
     assert notifier.reconciler.run_once() == 0
-    assert notifier.metrics.registry.get_sample_value("facerec_notifier_reconciled_total") == 3
+    assert notifier.metrics.registry.get_sample_value("facerec_notifier_reconciled_total", {"function": FACES}) == 3
+
+
+def test_reconciler_runs_over_every_route(settings, s3, gateway):
+    for bucket in ("images", "images-out"):
+        s3.create_bucket(Bucket=bucket)
+    s3.put_object(Bucket="input", Key="a.mp4", Body=b"x")
+    s3.put_object(Bucket="images", Key="cat.jpg", Body=b"x")
+    s3.put_object(Bucket="images", Key="done.jpg", Body=b"x")
+    s3.put_object(Bucket="images-out", Key="done.csv", Body=b"rank,label,score\n")
+    s3.put_object(Bucket="output", Key="cat.csv", Body=b"name,major,year\n")  # another route's answer
+    notifier = Notifier(replace(settings, routes_table=TWO_ROUTES), s3=s3)
+    try:
+        assert notifier.reconciler.run_once() == 2
+        assert sorted((job.bucket, job.key) for job in notifier.jobs.queued()) == [
+            ("images", "cat.jpg"), ("input", "a.mp4"),
+        ]  # fmt: skip
+        notifier.start(reconcile=False)
+        assert notifier.wait_idle(5)
+    finally:
+        notifier.stop(grace_s=1)
+    assert sorted(gateway.invoked) == [(FACES, "a.mp4"), (IMAGES, "cat.jpg")]
+    reconciled = notifier.metrics.registry.get_sample_value
+    assert reconciled("facerec_notifier_reconciled_total", {"function": IMAGES}) == 1
+    assert reconciled("facerec_notifier_reconciled_total", {"function": FACES}) == 1
+
+
+def test_a_route_that_cannot_be_listed_does_not_hold_up_the_others(settings, s3, caplog):
+    """The image buckets do not exist: the face route is reconciled all the same, then the run fails."""
+    s3.put_object(Bucket="input", Key="a.mp4", Body=b"x")
+    images_first = f"images={IMAGES}>images-out,{settings.routes_table}"
+    notifier = Notifier(replace(settings, routes_table=images_first), s3=s3)
+    with caplog.at_level("WARNING", logger="facepipe.notifier"), pytest.raises(ReconcileError, match="1 of 2"):
+        notifier.reconciler.run_once()
+    assert [(job.bucket, job.key) for job in notifier.jobs.queued()] == [("input", "a.mp4")]
+    [failure] = [r.fields for r in caplog.records if r.getMessage() == "reconcile failed"]
+    assert (failure["bucket"], failure["function"], failure["error"]) == ("images", IMAGES, "NoSuchBucket")
 
 
 def test_reconciler_paginates(notifier, s3, monkeypatch):

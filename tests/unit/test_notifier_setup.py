@@ -1,4 +1,4 @@
-"""Notifier set-up: buckets, topic and bucket notification on moto, and RGW's `DELETE ?notification`
+"""Notifier set-up: every route's buckets, topic and bucket notification on moto, and RGW's `DELETE ?notification`
 sent through the S3 client (checked on the request the client sends: moto would take a
 DELETE on a bucket for DeleteBucket)."""
 
@@ -21,8 +21,9 @@ from facepipe.settings import Settings, SettingsError
 from tests.unit.notifierfake import TOKEN
 
 SETTINGS = Settings(
-    input_bucket="in-setup", output_bucket="out-setup", notify_token=TOKEN, notify_url="http://127.0.0.1:8090/"
-)
+    input_bucket="in-setup", output_bucket="out-setup", image_input_bucket="img-in-setup",
+    image_output_bucket="img-out-setup", notify_token=TOKEN, notify_url="http://127.0.0.1:8090/",
+)  # fmt: skip
 RGW_SETTINGS = replace(
     SETTINGS, s3_endpoint_url="http://rgw.test:7480", s3_access_key_id="rgw-access", s3_secret_access_key="rgw-secret"
 )
@@ -38,29 +39,48 @@ class RecordingSNS:
 
 
 def test_setup_is_idempotent_and_disable_removes_the_notification(s3):
+    """Both routes (derived from the settings): four buckets, a topic each, a notification on
+    each input bucket to its own topic."""
     sns = RecordingSNS()
     persistent = replace(SETTINGS, persistent_notifications=True)
     first = setup_notifications(persistent, s3=s3, sns=sns)
     second = setup_notifications(persistent, s3=s3, sns=sns)
-    assert sorted(first["created_buckets"]) == ["in-setup", "out-setup"]
+    assert sorted(first["created_buckets"]) == ["img-in-setup", "img-out-setup", "in-setup", "out-setup"]
     assert second["created_buckets"] == []
-    assert sns.calls[0] == {
-        "Name": SETTINGS.topic_name,
-        "Attributes": {"push-endpoint": SETTINGS.notify_url, "OpaqueData": TOKEN, "persistent": "true"},
-    }
-    config = s3.get_bucket_notification_configuration(Bucket="in-setup")
-    assert config["TopicConfigurations"] == [
-        {"Id": SETTINGS.topic_name, "TopicArn": first["topic_arn"], "Events": ["s3:ObjectCreated:*"]}
-    ]
+    attributes = {"push-endpoint": SETTINGS.notify_url, "OpaqueData": TOKEN, "persistent": "true"}
+    topics = {"in-setup": SETTINGS.topic_name, "img-in-setup": "image-classification-input"}
+    assert sns.calls[:2] == [{"Name": name, "Attributes": attributes} for name in topics.values()]
+    assert first["topic_arns"] == second["topic_arns"] and set(first["topic_arns"]) == set(topics)
+    for bucket, topic in topics.items():
+        config = s3.get_bucket_notification_configuration(Bucket=bucket)
+        assert config["TopicConfigurations"] == [
+            {"Id": topic, "TopicArn": first["topic_arns"][bucket], "Events": ["s3:ObjectCreated:*"]}
+        ]
+    for bucket in ("out-setup", "img-out-setup"):
+        assert "TopicConfigurations" not in s3.get_bucket_notification_configuration(Bucket=bucket)
     disable_notifications(SETTINGS, s3=s3)
-    assert "TopicConfigurations" not in s3.get_bucket_notification_configuration(Bucket="in-setup")
+    for bucket in topics:
+        assert "TopicConfigurations" not in s3.get_bucket_notification_configuration(Bucket=bucket)
+
+
+def test_setup_follows_the_routing_table(s3):
+    """ROUTES names the routes: only those buckets get a notification."""
+    sns = RecordingSNS()
+    face_only = replace(SETTINGS, routes_table="in-setup=face-recognition>out-setup")
+    outcome = setup_notifications(face_only, s3=s3, sns=sns)
+    assert sorted(outcome["created_buckets"]) == ["in-setup", "out-setup"]
+    assert [call["Name"] for call in sns.calls] == [SETTINGS.topic_name]
+    buckets = {b["Name"] for b in s3.list_buckets()["Buckets"]}
+    assert "img-in-setup" not in buckets
 
 
 def test_setup_refuses_missing_token_and_same_buckets():
     with pytest.raises(SettingsError, match="NOTIFY_TOKEN"):
         setup_notifications(replace(SETTINGS, notify_token=None), s3=object(), sns=object())
-    with pytest.raises(SettingsError, match="must differ"):
+    with pytest.raises(SettingsError, match="an input bucket too"):
         setup_notifications(replace(SETTINGS, output_bucket=SETTINGS.input_bucket), s3=object(), sns=object())
+    with pytest.raises(SettingsError, match="routed twice"):
+        setup_notifications(replace(SETTINGS, image_input_bucket=SETTINGS.input_bucket), s3=object(), sns=object())
 
 
 class _Body:
@@ -149,7 +169,9 @@ def test_disable_on_rgw_falls_back_to_delete_and_checks_what_remains():
     s3 = s3_client(RGW_SETTINGS)
     rgw = FakeRGW(s3)
     disable_notifications(RGW_SETTINGS, s3=s3)
-    assert [request.method for request in rgw.sent] == ["PUT", "GET", "DELETE", "GET"]
+    # The first input bucket needs the DELETE; the fake then has no notification left for the second.
+    assert [request.method for request in rgw.sent] == ["PUT", "GET", "DELETE", "GET", "PUT", "GET"]
+    assert [urlsplit(request.url).path for request in rgw.sent[::4]] == ["/in-setup", "/img-in-setup"]
     assert not rgw.configured
 
 

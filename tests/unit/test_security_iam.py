@@ -85,9 +85,12 @@ def test_policies_name_one_table_and_no_wildcard_action() -> None:
 
 
 def test_every_policy_file_is_an_allow_only_policy_document() -> None:
-    """All four files (the RGW bucket policies are applied to a real RGW in test_bad_input)."""
+    """All six files (the face buckets' RGW policies are applied to a real RGW in test_bad_input)."""
     files = sorted(path.name for path in POLICIES.glob("*.json"))
-    assert files == ["iam-function.json", "iam-upload-data.json", "rgw-input-bucket.json", "rgw-output-bucket.json"]
+    assert files == [
+        "iam-function.json", "iam-upload-data.json", "rgw-images-input-bucket.json", "rgw-images-output-bucket.json",
+        "rgw-input-bucket.json", "rgw-output-bucket.json",
+    ]  # fmt: skip
     for name in files:
         policy = json.loads((POLICIES / name).read_text())
         assert policy["Version"] == "2012-10-17", name

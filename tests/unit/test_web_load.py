@@ -1,9 +1,11 @@
 """workload.py --http: the load generator against a real HTTP server (the web tier over
-HTTP, on moto S3 with the fake pipeline of tests/unit/webfake.py)."""
+HTTP, on moto S3 with the fake pipelines of tests/unit/webfake.py), for faces and for
+image classification (/classify)."""
 
 from __future__ import annotations
 
 import io
+import json
 import re
 import threading
 from collections.abc import Iterator
@@ -17,17 +19,23 @@ from facepipe.settings import Settings
 from facepipe.web.app import create_app
 from facepipe.web.settings import WebSettings
 from facepipe_tools import workload
-from facepipe_tools.workload import HttpOutcome, judge, send_files
+from facepipe_tools.mapping import parse_image_mapping
+from facepipe_tools.workload import HttpOutcome, is_classify_url, judge, send_files
 from tests.unit.webfake import FakePipeline, media
 
 
 @pytest.fixture
 def web_url(s3) -> Iterator[str]:
-    """The web tier over real HTTP (werkzeug's threaded server, which stops cleanly)."""
-    app = create_app(Settings(), WebSettings(result_timeout_s=10, poll_s=0.01), s3=s3)
+    """The web tier over real HTTP (werkzeug's threaded server, which stops cleanly), with fake
+    face and classification functions behind it."""
+    settings = Settings()
+    s3.create_bucket(Bucket=settings.image_input_bucket)
+    s3.create_bucket(Bucket=settings.image_output_bucket)
+    app = create_app(settings, WebSettings(result_timeout_s=10, poll_s=0.01), s3=s3)
     server = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
-    with FakePipeline(s3, delay_s=0.05):
+    images = FakePipeline(s3, settings.image_input_bucket, settings.image_output_bucket, delay_s=0.05, classify=True)
+    with FakePipeline(s3, delay_s=0.05), images:
         thread.start()
         try:
             yield f"http://127.0.0.1:{server.server_port}/"
@@ -103,6 +111,46 @@ def test_judge() -> None:
     assert "not for 'clip'" in judge(HttpOutcome(path, 200, 1.0, "other:a"), None).failure
     assert judge(HttpOutcome(path, 202, 1.0, "pending: ...\n"), None).failure == "HTTP 202: pending: ..."
     assert "unreadable JSON" in judge(HttpOutcome(path, 200, 1.0, "clip:a"), {}).failure
+
+
+def test_photos_posted_to_classify_are_judged_by_their_top_label(web_url: str, tmp_path: Path) -> None:
+    make_files(tmp_path, {
+        "chelsea.png": "labels=a cat having a striped coat;tabby cat",
+        "coffee.jpg": "labels=espresso;tea cup",
+        "camera.png": "labels=binoculars;tripod",
+        "clip.mp4": "people=grace_hopper",  # not a photo: left out of the folder
+    })  # fmt: skip
+    mapping = tmp_path / "mapping"
+    mapping.write_text("chelsea.png:tabby|tiger cat|Egyptian cat\ncoffee.jpg:espresso\ncamera.png:tripod\n")
+    code, out = run_main("--http", web_url + "classify", "--mapping", str(mapping), str(tmp_path))
+    assert code == 1, out
+    assert "posting 3 request(s) from 3 file(s)" in out
+    assert "failed camera.png: wrong: expected tripod, got binoculars (0.50) (top label 'binoculars' is not" in out
+    assert "2 ok, 1 failed; 2 checked against the mapping" in out
+    code, out = run_main("--http", web_url + "classify", str(tmp_path / "coffee.jpg"), "--images")
+    assert (code, "1 ok, 0 failed" in out) == (0, True), out
+
+
+def test_an_image_mapping_needs_the_classify_url(web_url: str, tmp_path: Path, capsys) -> None:
+    make_files(tmp_path, {"coffee.jpg": "labels=espresso"})
+    mapping = tmp_path / "mapping"
+    mapping.write_text("coffee.jpg:espresso|tea cup\n")
+    code, _ = run_main("--http", web_url, "--mapping", str(mapping), str(tmp_path))
+    assert code == 2
+    assert "lists images (image:label lines): post them to a URL ending in /classify" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        workload.main(["--http", web_url, "--images"])
+
+
+def test_judge_a_classification() -> None:
+    mapping = {"cat.jpg": parse_image_mapping("cat.jpg:tabby cat|Egyptian Mau\n")[0]}
+    labels = [{"rank": 1, "label": "Egyptian Mau", "score": 0.4}, {"rank": 2, "label": "tabby cat", "score": 0.3}]
+    answer = json.dumps({"stem": "cat", "key": "web/x/cat.jpg", "labels": labels})
+    outcome = judge(HttpOutcome(Path("cat.jpg"), 200, 1.0, answer), mapping)
+    assert (outcome.failure, outcome.checked) == (None, True)
+    assert "unreadable JSON" in judge(HttpOutcome(Path("cat.jpg"), 200, 1.0, '{"stem": "cat"}'), mapping).failure
+    assert is_classify_url("http://h:8000/classify") and is_classify_url("http://h/x/classify/?a=1")
+    assert not is_classify_url("http://h:8000/") and not is_classify_url("http://classify/")
 
 
 def test_http_options_need_http() -> None:

@@ -1,4 +1,5 @@
-"""workload.py: collecting media, clearing buckets, concurrent uploads, errors a user can act on."""
+"""workload.py: collecting media, clearing buckets, concurrent uploads, errors a user can act on;
+photos for image classification (--images) and the built-in photo sample."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import boto3
 import pytest
+from PIL import Image
 from rich.console import Console
 
 import facepipe_tools.sample
@@ -209,3 +211,73 @@ def test_script_uploads_to_a_server(tmp_path, moto_endpoint):
     assert result.returncode == 0, result.stderr
     assert "uploaded 5 file(s)" in result.stdout
     assert keys == ["a.MOV", "b.mp4", "c.webm", "photo.jpg"]
+
+
+# ------------------------------------------------------------------------------ --images
+
+
+@pytest.fixture
+def image_buckets(s3):
+    s3.create_bucket(Bucket="images-input")
+    s3.create_bucket(Bucket="images-output")
+    return s3
+
+
+def keys_in(s3, bucket: str) -> list[str]:
+    return sorted(o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", []))
+
+
+def test_images_go_to_the_image_buckets(image_buckets, tmp_path):
+    s3 = image_buckets
+    make_tree(tmp_path / "media")
+    (tmp_path / "media" / "anim.gif").write_bytes(b"GIF89a")
+    s3.put_object(Bucket="images-input", Key="old.jpg", Body=b"o")
+    s3.put_object(Bucket="images-output", Key="old.csv", Body=b"o")
+    s3.put_object(Bucket="input", Key="video.mp4", Body=b"v")
+    console = quiet()
+    settings = Settings(input_bucket="input", output_bucket="output")
+    assert workload.run(settings, [tmp_path / "media"], keep=False, concurrency=2, console=console, images=True) == 0
+    assert keys_in(s3, "images-input") == ["anim.gif", "photo.jpg"]  # folders give only their photos
+    assert keys_in(s3, "images-output") == []
+    assert keys_in(s3, "input") == ["video.mp4"]  # the face buckets are left alone
+    assert s3.head_object(Bucket="images-input", Key="photo.jpg")["ContentType"] == "image/jpeg"
+    output = console.file.getvalue()
+    assert "cleared 1 object(s) from 'images-input'" in output and "to 'images-input'" in output
+    with pytest.raises(WorkloadError, match="no image files found"):
+        workload.run(settings, [tmp_path / "media" / "deep" / "er"], keep=True, concurrency=1, console=quiet(),
+                     images=True)  # fmt: skip
+
+
+def test_no_path_with_images_uses_the_built_in_photos(image_buckets, tmp_path, monkeypatch):
+    built = []
+
+    def fake_build(out_dir: Path) -> list[Path]:
+        built.append(out_dir)
+        (tmp_path / "cat.png").write_bytes(b"c")
+        return [tmp_path / "cat.png"]
+
+    monkeypatch.setattr(facepipe_tools.sample, "build_image_sample", fake_build)
+    assert workload.run(Settings(), [], keep=False, concurrency=1, console=quiet(), images=True) == 0
+    assert built == [REPO / "build" / "sample_images"]
+    assert keys_in(image_buckets, "images-input") == ["cat.png"]
+
+
+def test_the_built_in_photos_cover_every_still_format(tmp_path):
+    paths = facepipe_tools.sample.build_image_sample(tmp_path)
+    formats = {}
+    for path in paths:
+        with Image.open(path) as image:
+            formats[path.name] = (image.format, image.mode, image.getexif().get(0x0112))
+    assert formats == {
+        "chelsea.png": ("PNG", "RGB", 1),  # as shipped, with orientation 1 (upright)
+        "coffee.jpg": ("JPEG", "RGB", None),
+        "camera.png": ("PNG", "L", None),
+        "motorcycle.webp": ("WEBP", "RGB", None),
+        "rocket.bmp": ("BMP", "RGB", None),
+        "coffee_palette.gif": ("GIF", "P", None),
+        "grace_hopper_rotated.jpg": ("JPEG", "RGB", 6),
+    }
+    made = {path: path.stat().st_mtime_ns for path in paths}
+    assert facepipe_tools.sample.build_image_sample(tmp_path) == paths  # made once, then reused
+    assert {path: path.stat().st_mtime_ns for path in paths} == made
+    assert not list(tmp_path.glob(".partial-*"))

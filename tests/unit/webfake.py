@@ -1,10 +1,12 @@
 """A stand-in for the pipeline (notification -> notifier -> function) for web-tier unit tests:
-a thread that watches the input bucket (moto) and writes what the function would write.
+a thread that watches an input bucket (moto) and writes what the function would write.
 
 What it writes depends on the uploaded bytes, so each test file says what its answer is:
 `people=a,b` -> `<stem>.csv` with those people (majors from STUDENTS); `broken` -> an
 `unreadable` error record; `silent` -> nothing (the web tier times out); `picture` -> also
-`<stem>.jpg`, written before the CSV like the real function does.
+`<stem>.jpg`, written before the CSV like the real function does. As the classification
+function (`classify=True`): `labels=a;b;c` -> `<stem>.csv` (rank,label,score) with those
+labels, most likely first.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import time
 from PIL import Image
 
 from facepipe import answers
-from facepipe.answers import Student, render_csv
+from facepipe.answers import Label, Student, render_csv, render_labels_csv
 
 STUDENTS = {
     "grace_hopper": Student("grace_hopper", "computer_science", "senior"),
@@ -42,12 +44,25 @@ def media(marker: str) -> bytes:
     return JPEG + marker.encode() + b"\x00"
 
 
+def ranked(names: list[str]) -> list[Label]:
+    """Labels for `names`, most likely first, with made-up falling scores."""
+    return [Label(rank, name, round(0.5 / rank, 4)) for rank, name in enumerate(names, start=1)]
+
+
 class FakePipeline:
-    def __init__(self, s3, input_bucket: str = "input", output_bucket: str = "output", delay_s: float = 0.0):
+    def __init__(
+        self,
+        s3,
+        input_bucket: str = "input",
+        output_bucket: str = "output",
+        delay_s: float = 0.0,
+        classify: bool = False,
+    ):
         self.s3 = s3
         self.input_bucket = input_bucket
         self.output_bucket = output_bucket
         self.delay_s = delay_s
+        self.classify = classify
         self.seen: set[str] = set()
         self.processed: list[str] = []
         self._stop = threading.Event()
@@ -81,10 +96,16 @@ class FakePipeline:
             self.s3.put_object(Bucket=self.output_bucket, Key=answers.error_key(key), Body=json.dumps(record).encode())
             self.processed.append(key)
             return
-        match = re.search(rb"people=([\w,]*)", body)
-        names = [n for n in (match.group(1).decode().split(",") if match else []) if n]
-        people = [STUDENTS.get(name, Student(name)) for name in names]
         if b"picture" in body:
             self.s3.put_object(Bucket=self.output_bucket, Key=answers.stem(key) + ".jpg", Body=TINY_JPEG)
-        self.s3.put_object(Bucket=self.output_bucket, Key=answers.result_key(key), Body=render_csv(people).encode())
+        self.s3.put_object(Bucket=self.output_bucket, Key=answers.result_key(key), Body=self.result(body).encode())
         self.processed.append(key)
+
+    def result(self, body: bytes) -> str:
+        if self.classify:
+            match = re.search(rb"labels=([^\x00]*)", body)
+            names = [n for n in (match.group(1).decode().split(";") if match else ["tabby cat"]) if n]
+            return render_labels_csv(ranked(names))
+        match = re.search(rb"people=([\w,]*)", body)
+        names = [n for n in (match.group(1).decode().split(",") if match else []) if n]
+        return render_csv([STUDENTS.get(name, Student(name)) for name in names])
