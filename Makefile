@@ -25,12 +25,12 @@ lint: install
 	$(PYTHON) -m ruff check .
 
 # Everything: lint, unit, deployment and integration tests (real Ceph RGW, the images built
-# and run with podman; about 14 minutes).
+# and run with podman; about 15 minutes, 18 with a new .venv and the images built from nothing).
 test: install
 	$(PYTHON) -m ruff check .
 	$(PYTHON) -m pytest -p no:cacheprovider
 
-# The quick loop: lint, unit and deployment tests on two cores, no stack (about 1.5 minutes).
+# The quick loop: lint, unit and deployment tests on two cores, no stack (about 3 minutes).
 test-fast: install
 	$(PYTHON) -m ruff check .
 	$(PYTHON) -m pytest -p no:cacheprovider -n 2 tests/unit tests/deploy

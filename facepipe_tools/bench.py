@@ -638,27 +638,32 @@ class BenchStack:
         self.wait_answers([u.key for u in uploads], timeout_s=180)
         self.clear()
 
+    def upload_alone(self, path: Path, timeout_s: float) -> tuple[Upload, float]:
+        """One file on the idle stack: the upload and its latency to the CSV, which is HEADed
+        every IDLE_POLL_S after the upload."""
+        self.wait_idle()
+        time.sleep(0.3)
+        upload = self.upload([path], prefix="idle_", concurrency=1)[0]
+        output = result_key(upload.key)
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                self.s3.head_object(Bucket=self.settings.output_bucket, Key=output)
+                return upload, time.time() - upload.done
+            except ClientError as exc:
+                if exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") != 404:
+                    raise
+            if time.monotonic() > deadline:
+                raise BenchError(f"idle run: no {output} after {timeout_s:.0f} s")
+            time.sleep(IDLE_POLL_S)
+
     def idle_latency(self, clips: list[ClipResult], timeout_s: float = 120.0) -> list[IdleRun]:
-        """Step 3: each clip alone on the idle stack; HEAD the CSV every 10 ms after the upload."""
+        """Step 3: each clip alone on the idle stack."""
         self.clear()
         runs = []
         for clip in clips:
-            self.wait_idle()
-            time.sleep(0.3)
-            upload = self.upload([clip.path], prefix="idle_", concurrency=1)[0]
+            upload, latency = self.upload_alone(clip.path, timeout_s)
             output = result_key(upload.key)
-            deadline = time.monotonic() + timeout_s
-            while True:
-                try:
-                    self.s3.head_object(Bucket=self.settings.output_bucket, Key=output)
-                    break
-                except ClientError as exc:
-                    if exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") != 404:
-                        raise
-                if time.monotonic() > deadline:
-                    raise BenchError(f"idle run: no {output} after {timeout_s:.0f} s")
-                time.sleep(IDLE_POLL_S)
-            latency = time.time() - upload.done
             body = self.s3.get_object(Bucket=self.settings.output_bucket, Key=output)["Body"].read().decode()
             people = [student.name for student in parse_csv(body)]
             runs.append(IdleRun(clip.name, latency, clip.function_median, people, clip.function_people))
@@ -676,15 +681,18 @@ class Target:
     met: bool | None  # None: not measured
 
 
+def at_least(value: float | None, bound: float | None) -> bool | None:
+    """Whether a target `value >= bound` is met; None when either was not measured."""
+    return None if value is None or bound is None else value >= bound
+
+
+def at_most(value: float | None, bound: float | None) -> bool | None:
+    """Whether a target `value <= bound` is met; None when either was not measured."""
+    return None if value is None or bound is None else value <= bound
+
+
 def targets(report: dict) -> list[Target]:
     """The issue's performance targets, each met, not met or not measured."""
-
-    def at_least(value: float | None, bound: float | None) -> bool | None:
-        return None if value is None or bound is None else value >= bound
-
-    def at_most(value: float | None, bound: float | None) -> bool | None:
-        return None if value is None or bound is None else value <= bound
-
     function_s = report.get("function_s_per_video")
     idle_bound = None if function_s is None else function_s + 0.25
     speedup = report.get("speedup_vs_seed")

@@ -39,7 +39,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
-from botocore.exceptions import ClientError
 from PIL import Image, ImageOps
 from rich.console import Console
 from rich.markup import escape
@@ -50,13 +49,14 @@ from facepipe.settings import Settings, load_settings
 from facepipe_tools import bench, sample
 from facepipe_tools.bench import (
     BENCH_COMPONENTS,
-    IDLE_POLL_S,
     BenchError,
     BenchStack,
     EndToEnd,
     Target,
     WorkerMetrics,
     _fmt,
+    at_least,
+    at_most,
     file_digest,
     json_line,
     mean,
@@ -374,26 +374,11 @@ class ClassifyStack(BenchStack):
         )
 
     def idle_images(self, photos: list[Photo], timeout_s: float = 60.0) -> list[IdleImage]:
-        """Step 3: each photo alone on the idle stack; HEAD the CSV every IDLE_POLL_S after the upload."""
+        """Step 3: each photo alone on the idle stack."""
         self.clear()
         runs = []
         for photo in photos:
-            self.wait_idle()
-            time.sleep(0.3)
-            upload = self.upload([photo.path], prefix="idle_", concurrency=1)[0]
-            output = result_key(upload.key)
-            deadline = time.monotonic() + timeout_s
-            while True:
-                try:
-                    self.s3.head_object(Bucket=self.settings.output_bucket, Key=output)
-                    break
-                except ClientError as exc:
-                    if exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") != 404:
-                        raise
-                if time.monotonic() > deadline:
-                    raise BenchError(f"idle run: no {output} after {timeout_s:.0f} s")
-                time.sleep(IDLE_POLL_S)
-            latency = time.time() - upload.done
+            upload, latency = self.upload_alone(photo.path, timeout_s)
             label = self.read_top_label(upload.key)
             runs.append(IdleImage(photo.name, latency, photo.function_median, label, photo.function_label))
         return runs
@@ -404,13 +389,6 @@ class ClassifyStack(BenchStack):
 
 def targets(report: dict) -> list[Target]:
     """The issue's classification targets, each met, not met or not measured."""
-
-    def at_least(value: float | None, bound: float | None) -> bool | None:
-        return None if value is None or bound is None else value >= bound
-
-    def at_most(value: float | None, bound: float | None) -> bool | None:
-        return None if value is None or bound is None else value <= bound
-
     function_ms = report.get("function_ms_per_image")
     idle_bound = None if function_ms is None else function_ms / 1000 + IDLE_MARGIN_S
     speedup = report.get("speedup_vs_seed")

@@ -99,6 +99,18 @@ def assert_returns_data(prometheus_url: str, name: str, expr: str) -> list[dict]
 def workload(local_stack: LocalStack, sample_dir: Path) -> Iterator[None]:
     """Sample clips and one upload that is not a video, a photo and one upload that is not a
     photo, processed through RGW's notifications; removed again at the end."""
+    # A rate needs a sample from before the workload: a stack that has just started may not
+    # have been scraped yet (Prometheus starts last), and the first sample would already hold
+    # the workload's counts.
+    prometheus_url = local_stack.settings_env().get("PROMETHEUS_URL")
+    assert prometheus_url, "the session stack runs without Prometheus"
+    expected = sum(len(group["targets"]) for job in scrape_jobs(local_stack.config) for group in job["static_configs"])
+
+    def all_scraped() -> bool:
+        targets = requests.get(prometheus_url + "api/v1/targets", timeout=10).json()["data"]["activeTargets"]
+        return len(targets) == expected and all(target["health"] == "up" for target in targets)
+
+    assert wait_for(all_scraped, timeout_s=60), "Prometheus has not scraped every target"
     stack_settings = local_stack.settings()
     s3 = s3_client(stack_settings)
     prefix = f"dashboards-{uuid.uuid4().hex[:8]}/"
@@ -168,9 +180,17 @@ def test_keda_trigger_query_returns_data(prometheus_url: str, workload: None, ex
 def test_series_carry_the_labels_of_the_cluster(local_stack: LocalStack, prometheus_url: str, workload: None) -> None:
     """The target labels are the ones the PodMonitors and the ServiceMonitor give on the cluster."""
     # The uploads that are neither video nor photo were counted as errors, one by each function.
-    errors = assert_returns_data(prometheus_url, "errors", 'facerec_videos_total{outcome="error"} >= 1')
+    jobs = {"openfaas-fn/face-recognition", "openfaas-fn/image-classification"}
+    errors: list[dict] = []
+
+    def both_counted() -> bool:
+        # Each function's count arrives with its own scrape: wait for both, not the first.
+        nonlocal errors
+        errors = instant_query(prometheus_url, 'facerec_videos_total{outcome="error"} >= 1')
+        return {s["metric"]["job"] for s in errors} == jobs
+
+    assert wait_for(both_counted, timeout_s=60), f"errors counted by {[s['metric'] for s in errors]}"
     assert {s["metric"]["namespace"] for s in errors} == {"openfaas-fn"}
-    assert {s["metric"]["job"] for s in errors} == {"openfaas-fn/face-recognition", "openfaas-fn/image-classification"}
     config = local_stack.config
     for function, workers in (("face-recognition", config.workers), ("image-classification", config.image_workers)):
         every_worker = instant_query(
