@@ -350,14 +350,17 @@ def mp4_replace(data: bytes, path: tuple[bytes, ...], new: Callable[[bytes], byt
     return rewrite(data, 0, path)
 
 
+def _box(kind: bytes, payload: bytes) -> bytes:
+    return struct.pack(">I4s", 8 + len(payload), kind) + payload
+
+
 def _full_box(kind: bytes, payload: bytes, version_flags: int = 0) -> bytes:
-    body = struct.pack(">I", version_flags) + payload
-    return struct.pack(">I4s", 8 + len(body), kind) + body
+    return _box(kind, struct.pack(">I", version_flags) + payload)
 
 
-def mp4_sample_count_bomb(out: Path, face: Path, samples: int = 30_000_000) -> None:
-    """A real MP4 (index at the end) whose sample table now lists `samples` sizes of 4 bits
-    each (stz2) in one chunk: 15 MB of file, over 30 bytes of FFmpeg memory per sample."""
+def _mp4_listing_samples(out: Path, face: Path, samples: int) -> tuple[bytes, Path]:
+    """A real MP4 of a face (in a work folder beside `out`) whose sample table now lists
+    `samples` sizes of 4 bits each (stz2) in one chunk; its bytes and the work folder."""
     work = out.parent / f".{out.name}.parts"
     work.mkdir(exist_ok=True)
     clip = work / "face.mp4"
@@ -368,28 +371,22 @@ def mp4_sample_count_bomb(out: Path, face: Path, samples: int = 30_000_000) -> N
     data = mp4_replace(data, (*stbl, b"stts"), lambda old: _full_box(b"stts", struct.pack(">III", 1, samples, 1)))
     data = mp4_replace(data, (*stbl, b"stsc"), lambda old: _full_box(b"stsc", struct.pack(">IIII", 1, 1, samples, 1)))
     data = mp4_replace(data, (*stbl, b"stsz"), lambda old: _full_box(b"stz2", sizes))
+    return data, work
+
+
+def mp4_sample_count_bomb(out: Path, face: Path, samples: int = 30_000_000) -> None:
+    """A real MP4 (index at the end) whose sample table now lists `samples` sizes of 4 bits
+    each (stz2) in one chunk: 15 MB of file, over 30 bytes of FFmpeg memory per sample."""
+    data, work = _mp4_listing_samples(out, face, samples)
     out.write_bytes(data)
     shutil.rmtree(work)
-
-
-def _box(kind: bytes, payload: bytes) -> bytes:
-    return struct.pack(">I4s", 8 + len(payload), kind) + payload
 
 
 def mp4_edit_list_bomb(out: Path, face: Path, edits: int = 2000, samples: int = 100_000) -> None:
     """A real MP4 whose index lists `samples` samples and whose edit list has `edits`
     entries: 300 KB that keep FFmpeg busy for seconds while it opens the file (it applies
     every entry to every sample, and nothing interrupts that)."""
-    work = out.parent / f".{out.name}.parts"
-    work.mkdir(exist_ok=True)
-    clip = work / "face.mp4"
-    _face_clip(face, clip, *_X264, "-pix_fmt", "yuv420p", seconds=0.4)
-    data = clip.read_bytes()
-    stbl = (b"moov", b"trak", b"mdia", b"minf", b"stbl")
-    sizes = struct.pack(">II", 4, samples) + b"\x11" * (samples // 2)
-    data = mp4_replace(data, (*stbl, b"stts"), lambda old: _full_box(b"stts", struct.pack(">III", 1, samples, 1)))
-    data = mp4_replace(data, (*stbl, b"stsc"), lambda old: _full_box(b"stsc", struct.pack(">IIII", 1, 1, samples, 1)))
-    data = mp4_replace(data, (*stbl, b"stsz"), lambda old: _full_box(b"stz2", sizes))
+    data, work = _mp4_listing_samples(out, face, samples)
     edit_list = _box(b"edts", _full_box(b"elst", struct.pack(">I", edits) + struct.pack(">IiI", 1, 0, 0x10000) * edits))
 
     def with_edits(trak: bytes) -> bytes:
