@@ -12,6 +12,13 @@ metadata), an answer written no earlier than the version was uploaded is current
 `find` looks all of a key's answers up with one LIST of their common prefix `<stem>.`;
 `index` builds the same view from a listing of the whole output bucket.
 
+An error record `{"key", "error", "detail"}` comes from the function (`error` names what is
+wrong with the media: `empty`, `unreadable`, `too_large`, ...) or from the notifier: `failed`
+(FAILED, a dead letter, `render_failed`) when the function crashed, timed out or answered 5xx
+for that input version `Settings.dead_letter_attempts` times; it also carries `attempts` and
+`last_error`. Like any answer it is current for its source ETag: nothing invokes the function
+for that version again, a new upload (new ETag) is processed as usual.
+
 Two result formats, told apart by their header: the face function's `name,major,year` (one row
 per known person) and the image classification function's `rank,label,score` (the five most
 likely ImageNet classes, most likely first; score = softmax probability, 4 decimals).
@@ -27,6 +34,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from botocore.exceptions import ClientError
+
 RESULT_SUFFIX = ".csv"
 ERROR_SUFFIX = ".error.json"
 PICTURE_SUFFIX = ".jpg"
@@ -36,6 +45,8 @@ CSV_HEADER = ("name", "major", "year")
 LABELS_CSV_HEADER = ("rank", "label", "score")
 #: The error kind an answer that cannot be parsed reads as.
 UNREADABLE = "unreadable_result"
+#: The error kind of a dead letter: the notifier gave up on an input version (`render_failed`).
+FAILED = "failed"
 
 
 # ---------------------------------------------------------------------------------- names
@@ -141,8 +152,17 @@ def _header(text: str) -> tuple[str, ...]:
     return tuple(cell.strip() for cell in first)
 
 
-def render_error(key: str, error: str, detail: str) -> str:
-    return json.dumps({"key": key, "error": error, "detail": detail}, ensure_ascii=False, indent=1) + "\n"
+def render_error(key: str, error: str, detail: str, **extra: object) -> str:
+    """An error record: `{"key", "error", "detail"}` and any `extra` fields after them."""
+    record = {"key": key, "error": error, "detail": detail, **extra}
+    return json.dumps(record, ensure_ascii=False, indent=1) + "\n"
+
+
+def render_failed(key: str, attempts: int, last_error: str) -> str:
+    """The dead-letter record the notifier writes: error FAILED, the number of failed
+    invocations and the last one's error, also spelt out in `detail`."""
+    detail = f"failed after {attempts} attempt{'s' if attempts != 1 else ''}; last error: {last_error}"
+    return render_error(key, FAILED, detail, attempts=attempts, last_error=last_error)
 
 
 def parse_error(text: str) -> dict:
@@ -248,13 +268,38 @@ def find(s3, bucket: str, key: str) -> Answers:
     return index(listing).get(base, Answers())
 
 
+def head(s3, bucket: str, answer: StoredAnswer) -> StoredAnswer | None:
+    """`answer` with its metadata (`source_etag`) read by one HEAD; None when it is gone."""
+    try:
+        obj = s3.head_object(Bucket=bucket, Key=answer.key)
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+            return None
+        raise
+    source_etag = obj.get("Metadata", {}).get(SOURCE_ETAG_METADATA)
+    return StoredAnswer(answer.key, obj["LastModified"], _etag(obj), source_etag)
+
+
+def find_current(s3, bucket: str, key: str, version: Version, *, results_only: bool = False) -> StoredAnswer | None:
+    """The answer (result or error record; only the result with `results_only`) of input `key`
+    that is current for `version`, judged by its metadata: one LIST, a HEAD per answer found."""
+    found = find(s3, bucket, key)
+    for answer in (found.result,) if results_only else (found.result, found.error):
+        if answer is None:
+            continue
+        stored = head(s3, bucket, answer)
+        if stored is not None and is_current(stored, version):
+            return stored
+    return None
+
+
 # -------------------------------------------------------------------------------- reading
 
 
 @dataclass
 class AnswerBody:
     """A parsed answer: the people (faces) or labels (classification) of a result, or the error
-    record (`error`, `detail`)."""
+    record (`error`, `detail`; a FAILED record also `attempts` and `last_error`)."""
 
     answer: StoredAnswer
     people: list[Student] = field(default_factory=list)
@@ -265,13 +310,28 @@ class AnswerBody:
     def unreadable(self) -> bool:
         return self.error is not None and self.error["error"] == UNREADABLE
 
+    @property
+    def failed(self) -> bool:
+        """A dead letter: the function never answered for this version (see `render_failed`)."""
+        return self.error is not None and self.error["error"] == FAILED
+
+
+def _error_fields(record: dict) -> dict:
+    """What a parsed error record keeps: `error` and `detail`, for FAILED also `attempts` (an
+    int) and `last_error`."""
+    fields = {"error": str(record["error"]), "detail": str(record.get("detail") or "")}
+    if fields["error"] == FAILED:
+        attempts = record.get("attempts")
+        fields["attempts"] = attempts if isinstance(attempts, int) and not isinstance(attempts, bool) else None
+        fields["last_error"] = str(record.get("last_error") or "")
+    return fields
+
 
 def parse(answer: StoredAnswer, text: str) -> AnswerBody:
     """An answer's text parsed; an unreadable answer reads as the error UNREADABLE."""
     try:
         if answer.is_error:
-            record = parse_error(text)
-            return AnswerBody(answer, error={"error": str(record["error"]), "detail": str(record.get("detail") or "")})
+            return AnswerBody(answer, error=_error_fields(parse_error(text)))
         if _header(text) == LABELS_CSV_HEADER:
             return AnswerBody(answer, labels=parse_labels_csv(text))
         return AnswerBody(answer, people=parse_csv(text))

@@ -102,6 +102,52 @@ def check_index(file: BinaryIO, demuxer: str, deadline: float | None = None) -> 
         _check_index_bytes("AVI", _avi_index_bytes(walk, size))
 
 
+def declared_size(file: BinaryIO, demuxer: str) -> int | None:
+    """The bytes the container's top level says the file holds (MP4 boxes, AVI RIFF lists,
+    the Matroska Segment), None when it does not say (sizes left open, as a live recording
+    writes them). A file shorter than that was cut: a real sign of truncation, unlike frame
+    counts, which muxers get wrong (FFmpeg's AVI header can count frames it never wrote)."""
+    size = file.seek(0, 2)
+    walk = _Walk(file, None)
+    if demuxer == MP4:
+        return _top_level_end(walk, size, ">I", open_sizes=(0,))
+    if demuxer == AVI:
+        return _top_level_end(walk, size, "<I", open_sizes=(0, 0xFFFFFFFF))
+    if demuxer == MATROSKA:
+        header = _element(walk, 0)
+        segment = _element(walk, header[1] + header[2]) if header is not None and header[2] >= 0 else None
+        if segment is None or segment[0] != _EBML_SEGMENT or segment[2] < 0:
+            return None
+        return segment[1] + segment[2]
+    return None
+
+
+def _top_level_end(walk: _Walk, size: int, size_format: str, open_sizes: tuple[int, ...]) -> int | None:
+    """Where the last top-level box (MP4) or chunk (AVI, padded to even) declares its end."""
+    at = end = 0
+    while at < size:
+        walk.step("boxes")
+        header = walk.read(at, 16)
+        if len(header) < 8:
+            return at + 8  # the file ends inside a header
+        mp4 = size_format == ">I"  # MP4: size then type; AVI (RIFF): type then size
+        length = struct.unpack(size_format, header[:4] if mp4 else header[4:8])[0]
+        if length in open_sizes:
+            return None
+        if mp4:  # the size counts the header; 1 means a 64-bit size follows
+            if length == 1:
+                if len(header) < 16:
+                    return at + 16
+                length = struct.unpack(">Q", header[8:16])[0]
+            if length < 8:
+                return None  # malformed: FFmpeg decides what it is
+            end = at = at + length
+        else:
+            end = at + 8 + length
+            at = end + (length & 1)  # chunks are padded to even sizes; the last pad may be missing
+    return end
+
+
 class _Walk:
     """Reads of one check: counts the boxes, elements or chunks seen and watches the deadline."""
 

@@ -1,12 +1,16 @@
 """A function's `handle(event, context)`: one request -> the objects it names -> `ObjectFunction`.
 
 The same for every function; only the `Task` differs. Request: JSON ``{"bucket": "...",
-"key": "..."}`` or a raw S3 / Ceph RGW event ``{"Records": [...]}``. Answers 200 with the task's
+"key": "..."}`` or a raw S3 / Ceph RGW event ``{"Records": [...]}``, the latter only when every
+record carries the function's NOTIFY_TOKEN (401 without, 403 with a wrong one or when the
+function has none: events normally reach it through the notifier) and names at most
+MAX_RECORDS_PER_REQUEST objects (413 beyond; nothing is processed). Answers 200 with the task's
 answer, 422 (with an error record written to the output bucket) for media that cannot be used,
 400 for a bad request, 404 for an object that does not exist, 503 when storage or the database
-is unreachable or the object waited its whole time limit (FUNCTION_TIMEOUT_S) behind others
-(worth a retry), 500 for a configuration error (the function then also reports not ready) or a
-bug. Work past the time limit stops with a `timeout` error record (422).
+is unreachable, the object waited its whole time limit (FUNCTION_TIMEOUT_S) behind others, or
+the function is not configured correctly (it then also reports not ready): none of these is the
+object's fault, so the notifier retries without counting them toward the object's dead letter;
+500 for a bug. Work past the time limit stops with a `timeout` error record (422).
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from facepipe import logs
-from facepipe.events import BadRequest, parse_function_request
+from facepipe.events import BadRequest, ObjectEvent, authorize_function_request, parse_function_request
 from facepipe.function import Busy, NotFound, ObjectFunction, Task
 from facepipe.settings import ConfigurationError, Settings, load_settings
 
@@ -88,7 +92,7 @@ class ObjectHandler:
             return 503, {"bucket": bucket, "key": key, "error": f"busy, retry later: {exc}"}
         except ConfigurationError as exc:
             log.error("not configured", key=key, bucket=bucket, outcome="configuration_error", detail=str(exc))
-            return 500, {"bucket": bucket, "key": key, "error": f"the function is not configured correctly: {exc}"}
+            return 503, {"bucket": bucket, "key": key, "error": f"the function is not configured correctly: {exc}"}
         except (ClientError, BotoCoreError) as exc:
             log.warning(
                 "storage or database unavailable", key=key, bucket=bucket, outcome="unavailable", detail=str(exc)
@@ -97,6 +101,14 @@ class ObjectHandler:
         except Exception:
             log.exception("internal error", key=key, bucket=bucket, outcome="internal_error")
             return 500, {"bucket": bucket, "key": key, "error": "internal error; see the function's log"}
+
+    def _requests(self, payload: object) -> list[ObjectEvent]:
+        """The objects a request names; raw records only with this function's token, and not
+        more of them than it takes (BadRequest with the status to answer)."""
+        if isinstance(payload, dict) and "Records" in payload:
+            settings = self.function().settings
+            return authorize_function_request(payload, settings.notify_token, settings.max_records_per_request)
+        return parse_function_request(payload)
 
     def handle(self, event, context) -> dict:
         """The python3-http template's entry point."""
@@ -107,9 +119,13 @@ class ObjectHandler:
         except (ValueError, UnicodeDecodeError):
             return _response(400, {"error": "the request body is not valid JSON"})
         try:
-            requests = parse_function_request(payload)
+            requests = self._requests(payload)
         except BadRequest as exc:
-            return _response(400, {"error": str(exc)})
+            if exc.status != 400:
+                log.warning("request refused", status=exc.status, detail=str(exc))
+            return _response(exc.status, {"error": str(exc)})
+        except ConfigurationError as exc:
+            return _response(503, {"error": f"the function is not configured correctly: {exc}"})
         if not requests:
             return _response(200, {"results": [], "detail": "no object-created records in the event"})
         if len(requests) == 1 and "Records" not in payload:

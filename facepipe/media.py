@@ -22,17 +22,22 @@ Every object is untrusted, so memory and time are bounded whatever its bytes say
   at full size; multi-frame images give their first frame;
 - the time limit covers opening and probing as well as decoding.
 
-A bomb is `too_large`, a format or codec that is not read here `unreadable`.
+A bomb is `too_large`, a format or codec that is not read here `unreadable`. Truncation is
+judged by real signs, never by frame counts a muxer may get wrong: the file ends before its
+container says (`containers.declared_size`), a packet is cut off, demuxing or decoding fails.
+A damaged video is answered from the frames it still has, `Samples.damage` saying what was
+wrong; only one without a usable frame is an error.
 """
 
 from __future__ import annotations
 
 import ctypes
+import fractions
 import math
 import os
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,7 +46,7 @@ import av.stream
 import numpy as np
 from PIL import Image
 
-from facepipe.containers import MP4, SNIFF_BYTES, SUPPORTED, ContainerError, check_index, sniff
+from facepipe.containers import MP4, SNIFF_BYTES, SUPPORTED, ContainerError, check_index, declared_size, sniff
 
 #: Frames are decoded at most this large (long side); detection runs on a smaller copy.
 MAX_DECODE_SIDE = 1280
@@ -323,12 +328,14 @@ class _MemoryGuard:
             )
 
 
-def _open_video(path: Path, demuxer: str, deadline: float) -> av.container.InputContainer:
-    """Open with the sniffed demuxer only, after checking its index, before `deadline`.
+def _open_video(path: Path, demuxer: str, deadline: float) -> tuple[av.container.InputContainer, int | None]:
+    """Open with the sniffed demuxer only, after checking its index, before `deadline`; with
+    the size the container declares for the file (`containers.declared_size`).
     PyAV's open timeout applies to opening and to probing in turn: half the time each."""
     try:
         with path.open("rb") as file:
             check_index(file, demuxer, deadline)
+            declared = declared_size(file, demuxer)
     except ContainerError as exc:
         raise MediaError(exc.kind, exc.detail) from None
     remaining = max(0.001, deadline - time.monotonic())
@@ -336,9 +343,10 @@ def _open_video(path: Path, demuxer: str, deadline: float) -> av.container.Input
     if demuxer == MP4:
         options["enable_drefs"] = "0"  # never open the files an MP4 refers to
     try:
-        return av.open(str(path), mode="r", format=demuxer, options=options, timeout=(remaining / 2, remaining))
+        container = av.open(str(path), mode="r", format=demuxer, options=options, timeout=(remaining / 2, remaining))
     except (av.FFmpegError, OSError, UnicodeDecodeError, MemoryError) as exc:
         raise _open_error(path, demuxer, exc) from None
+    return container, declared
 
 
 def _check_frame(frame: av.VideoFrame) -> None:
@@ -371,29 +379,143 @@ def _decode_error(context: av.codec.context.CodecContext, exc: Exception) -> Med
     return None
 
 
+class Samples:
+    """The frames of one file, in order (an iterator). Once they are all out, `damage` says
+    why a damaged file was answered from the frames it still had: a readable reason (where
+    the data ends or what could not be decoded, and how many frames were used), None when
+    nothing was wrong."""
+
+    def __init__(self, frames: Callable[[Samples], Generator[Frame, None, None]]) -> None:
+        self.damage: str | None = None
+        self._frames = frames(self)
+
+    def __iter__(self) -> Samples:
+        return self
+
+    def __next__(self) -> Frame:
+        return next(self._frames)
+
+    def close(self) -> None:
+        """Stop early: the file is closed."""
+        self._frames.close()
+
+
+#: Positions within this of a sample time count as at it (timestamps are rounded to ticks).
+_EPSILON_S = 1e-4
+#: Decode errors after which the rest of a video is given up.
+_MAX_DECODE_ERRORS = 50
+
+
+class _Grid:
+    """Sample times `offset`, `offset` + `step`... from the first frame, at most `count`: the
+    frame on screen at each is a sample. A face on screen for `step` or longer, from `a` to
+    `a` + `step` or later, is on screen at the sample time in [a, a + step): it is in a sample,
+    whatever the offset below `step`. The offset is the smallest one that needs no more
+    samples than the duration asks for (a 2.002 s clip: 0.002 and 1.002 s, two frames, early
+    in the clip): early samples need fewer frames decoded before them, and an encoder's
+    keyframes at whole seconds from the start then are samples of a video of whole seconds.
+
+    Frames well before a sample time are decoded only when later frames refer to them
+    (`skip_frame` NONREF); those in the window before one all are, so the frame on screen at
+    it is among them: the window is two frame durations, 0.1 s at least."""
+
+    def __init__(self, step: float, count: int, offset: float, frame_s: float) -> None:
+        self.step = step
+        self.count = count
+        self.offset = offset
+        self.frame_s = frame_s
+        self.window = max(0.1, 2 * frame_s)
+
+    def time(self, k: int) -> float:
+        return self.offset + k * self.step
+
+    def first_at_or_after(self, position: float) -> int:
+        """Index of the first sample time at or after `position`."""
+        return max(0, math.ceil((position - self.offset - _EPSILON_S) / self.step))
+
+    def near(self, position: float) -> bool:
+        """Whether a frame starting at `position` may be on screen at a sample time."""
+        k = self.first_at_or_after(position)
+        return k < self.count and self.time(k) - position <= self.window
+
+    def past_the_end(self, position: float) -> bool:
+        """Whether a packet at `position` is so far past the last sample time that no frame
+        from it on can be a sample (B-frames come a few frames out of order: half a second)."""
+        return position > self.time(self.count - 1) + self.window + 0.5
+
+
+def _grid(
+    container: av.container.InputContainer, stream: av.video.stream.VideoStream, interval_s: float, max_frames: int
+) -> _Grid:
+    """The sample times of a video: every `interval_s`, or evenly over its duration when
+    `max_frames` would not reach its end. Without a duration in the container, `max_frames`
+    from the first frame; with one, as many as it needs and no frame decoded past the last (a
+    container that declares less than it holds loses the rest)."""
+    duration = None
+    if stream.duration is not None and stream.time_base is not None:
+        duration = float(stream.duration * stream.time_base)
+    elif container.duration is not None:
+        duration = container.duration / av.time_base
+    rate = stream.guessed_rate or stream.average_rate
+    frame_s = 1 / float(rate) if rate else 0.05
+    step = max(interval_s, 1e-3)
+    count = max(1, max_frames)
+    if duration is None or duration <= 0:
+        return _Grid(step, count, 0.0, frame_s)
+    if duration > step * count:
+        step = duration / count
+    count = max(1, min(count, math.floor(duration / step + 1e-9)))
+    offset = min(max(0.0, duration - count * step), step - _EPSILON_S)
+    return _Grid(step, count, offset, frame_s)
+
+
 def sample_video_frames(
     path: Path,
     interval_s: float = 1.0,
-    max_frames: int = 30,
+    max_frames: int = 60,
     timeout_s: float = 60.0,
-    keyframes_only: bool = True,
+    keyframes_only: bool = False,
     demuxer: str | None = None,
-) -> Iterator[Frame]:
-    """Yield frames at least `interval_s` apart from the start of the video, at most `max_frames`.
+) -> Samples:
+    """Frames to look at in a video, so that a face on screen for `interval_s` or longer
+    anywhere in it is in one, whatever the encoder's keyframes: the frame on screen at each of
+    the times `offset` + k x `interval_s` from the first frame, each frame once (`_Grid`: how
+    the offset, below `interval_s`, is chosen from the container's duration to need the fewest
+    frames). At most `max_frames`: a video longer than `interval_s` x `max_frames` is sampled
+    evenly over its length instead. Only what those frames need is decoded: frames no other
+    frame refers to are skipped unless a sample time is near, intra-only codecs decode nothing
+    else, the demuxer seeks to a keyframe the container's index shows before the next sample
+    time when nothing from it on has been decoded, and nothing is decoded past the last one.
 
-    With `keyframes_only` the decoder skips every frame that is not a keyframe,
-    which makes sampling nearly free; encoders put keyframes at scene cuts and
-    every few seconds, so people who appear later are still seen. Without it
-    every frame is decoded and one per interval is kept. Opening and decoding stop
-    with a `timeout` error once they have taken `timeout_s`.
+    With `keyframes_only` the decoder skips every frame that is not a keyframe and keeps
+    keyframes at least `interval_s` apart: cheaper, but what it sees depends on the encoder.
+
+    Opening and decoding stop with a `timeout` error once they have taken `timeout_s`. A file
+    cut short (its container declares more bytes than it has), with packets cut off or not
+    decodable, gives the frames found and says so in `Samples.damage`; without any frame it
+    is an `unreadable` error.
     """
+    return Samples(
+        lambda samples: _video_frames(samples, path, interval_s, max_frames, timeout_s, keyframes_only, demuxer)
+    )
+
+
+def _video_frames(
+    samples: Samples,
+    path: Path,
+    interval_s: float,
+    max_frames: int,
+    timeout_s: float,
+    keyframes_only: bool,
+    demuxer: str | None,
+) -> Generator[Frame, None, None]:
     deadline = time.monotonic() + timeout_s
     if demuxer is None:
         kind, demuxer = _sniff(path)
         if kind != "video":
             raise MediaError("unreadable", "not a video format read here (MP4/QuickTime, Matroska/WebM, AVI)")
     guard = _MemoryGuard()
-    container = _open_video(path, demuxer, deadline)
+    container, declared = _open_video(path, demuxer, deadline)
     with container:
         if time.monotonic() > deadline:
             raise MediaError("timeout", f"opening the video took longer than {timeout_s:g} s")
@@ -412,66 +534,273 @@ def sample_video_frames(
                 other.discard = av.stream.Discard.all  # the demuxer skips their packets
         context.options = {"max_pixels": str(MAX_VIDEO_PIXELS)}
         context.thread_count = 1  # one video per worker process; processes give parallelism
-        if keyframes_only:
-            context.skip_frame = "NONKEY"
         guard.check()
-        start = None
+        size = path.stat().st_size
+        decoder = _Decoder(container, stream, deadline, timeout_s, guard)
+        if keyframes_only:
+            frames = decoder.keyframes(interval_s, max_frames)
+        else:
+            frames = decoder.on_grid(_grid(container, stream, interval_s, max_frames))
+        count = 0
+        for frame in frames:
+            yield Frame(count, round(decoder.position(frame), 3), _to_rgb(frame))
+            count += 1
+        notes = decoder.notes
+        if declared is not None and declared > size:
+            notes.insert(0, f"the file ends after {size} of the {declared} bytes its container declares")
+    if notes and count == 0:
+        raise MediaError("unreadable", f"the video is damaged or truncated: {'; '.join(notes)}; no frame is usable")
+    if count == 0:
+        raise MediaError("no_frames", "the video has no decodable frames")
+    if notes:
+        samples.damage = f"{'; '.join(notes)}; {count} frames used"
+
+
+def _reason(exc: Exception) -> str:
+    """FFmpeg's words for an error, without its errno and function name."""
+    return str(getattr(exc, "strerror", None) or exc)[:160]
+
+
+class _Decoder:
+    """Demuxes and decodes the first video stream within the limits, noting damage: packets
+    cut short, demuxing and decoding errors."""
+
+    def __init__(self, container: av.container.InputContainer, stream: av.video.stream.VideoStream,
+                 deadline: float, timeout_s: float, guard: _MemoryGuard) -> None:  # fmt: skip
+        self.container = container
+        self.stream = stream
+        self.context = stream.codec_context
+        self.deadline = deadline
+        self.timeout_s = timeout_s
+        self.guard = guard
+        self.time_base = stream.time_base or fractions.Fraction(1, 90_000)
+        self.start: int | None = None  # pts of the first frame, in the stream's time base
+        self.fed: int | None = None  # dts (else pts) of the last packet sent to the decoder
+        self.last_read: int | None = None  # timestamp of the last packet read
+        self.notes: list[str] = []
+        self.errors = 0
+        self.seeks = 0
+        self.can_seek = True
+        self.landing: int | None = None  # after a seek: the last packet decoded before it
+        self.key_delay = 0  # presentation minus decoding timestamp of keyframes
+        self.previous: int | None = None  # pts of the last frame decoded
+        rate = stream.guessed_rate or stream.average_rate
+        self.tick = max(1, round(1 / (float(rate) * self.time_base))) if rate else 1
+
+    def position(self, frame: av.VideoFrame) -> float:
+        """Seconds from the first frame."""
+        if frame.pts is None or self.start is None:
+            return 0.0
+        return float((frame.pts - self.start) * self.time_base)
+
+    def packet_position(self, packet: av.Packet) -> float | None:
+        stamp = packet.pts if packet.pts is not None else packet.dts
+        if stamp is None or self.start is None:
+            return None
+        return float((stamp - self.start) * self.time_base)
+
+    def packets(self) -> Iterator[av.Packet]:
+        """Packets of the stream, then the decoder's flush packet; a demuxing error ends them."""
+        try:
+            for packet in self.container.demux(self.stream):
+                if time.monotonic() > self.deadline:
+                    raise MediaError("timeout", f"decoding took longer than {self.timeout_s:g} s")
+                if packet.size > MAX_PACKET_BYTES:
+                    raise MediaError("too_large", f"a packet of {packet.size} bytes is too large")
+                if packet.size:
+                    stamp = packet.pts if packet.pts is not None else packet.dts
+                    self.last_read = stamp if stamp is not None else self.last_read
+                    if packet.is_keyframe and packet.pts is not None and packet.dts is not None:
+                        self.key_delay = max(self.key_delay, packet.pts - packet.dts)
+                    if self.landing is not None:
+                        decoded = packet.dts if packet.dts is not None else packet.pts
+                        if decoded is not None and decoded <= self.landing:
+                            self.can_seek = False
+                        self.landing = None
+                    if packet.is_corrupt:
+                        self.notes.append(f"the data ends inside a packet at {self._at()}")
+                yield packet
+        except (av.FFmpegError, OSError) as exc:
+            if isinstance(exc, av.error.ExitError):
+                raise MediaError("timeout", f"decoding took longer than {self.timeout_s:g} s") from None
+            self.notes.append(f"the file cannot be read past {self._at()}: {_reason(exc)}")
+            yield av.Packet()  # an empty packet drains the decoder
+
+    def _at(self) -> str:
+        """Where the last packet read is, for a note."""
+        if self.last_read is None:
+            return "the start"
+        return f"{float((self.last_read - (self.start or 0)) * self.time_base):.1f} s"
+
+    def decode(self, packet: av.Packet) -> list[av.VideoFrame]:
+        """The frames the packet completes; damaged packets give none and a note."""
+        if packet.size:
+            self.fed = packet.dts if packet.dts is not None else packet.pts
+        try:
+            frames = self.context.decode(packet)
+        except (av.FFmpegError, MemoryError) as exc:
+            error = _decode_error(self.context, exc)
+            if error is not None:
+                raise error from None
+            self.errors += 1
+            if self.errors == 1:
+                self.notes.append(f"decode error at {self._at()}: {_reason(exc)}")
+            if self.errors == _MAX_DECODE_ERRORS:
+                self.notes.append(f"{_MAX_DECODE_ERRORS} packets could not be decoded, the rest was not tried")
+            return []
+        _check_size(self.context)
+        for frame in frames:
+            _check_frame(frame)
+        self.guard.check()
+        for frame in frames:
+            if frame.pts is None:  # no timestamp: one frame duration after the last
+                frame.pts = self.previous + self.tick if self.previous is not None else 0
+            self.previous = frame.pts
+        if frames and self.start is None:
+            self.start = frames[0].pts
+        return frames
+
+    def keyframes(self, interval_s: float, max_frames: int) -> Iterator[av.VideoFrame]:
+        """Keyframes at least `interval_s` apart."""
+        self.context.skip_frame = "NONKEY"
         next_time = 0.0
         count = 0
-        decode_errors = 0
-        packets = 0
-        for packet in container.demux(stream):
-            packets += 1 if packet.size else 0
-            if time.monotonic() > deadline:
-                raise MediaError("timeout", f"decoding took longer than {timeout_s:g} s")
-            if packet.size > MAX_PACKET_BYTES:
-                raise MediaError("too_large", f"a packet of {packet.size} bytes is too large")
-            try:
-                frames = packet.decode()
-            except (av.FFmpegError, MemoryError) as exc:
-                error = _decode_error(context, exc)
-                if error is not None:
-                    raise error from None
-                decode_errors += 1
-                if decode_errors > 50:
-                    break
-                continue
-            _check_size(context)
-            for frame in frames:
-                _check_frame(frame)
-            guard.check()
-            for frame in frames:
-                moment = float(frame.time) if frame.time is not None else next_time
-                start = moment if start is None else start
-                position = moment - start
+        for packet in self.packets():
+            for frame in self.decode(packet):
+                position = self.position(frame)
                 if position + 1e-6 < next_time:
                     continue
-                yield Frame(count, round(position, 3), _to_rgb(frame))
+                yield frame
                 count += 1
                 next_time = position + interval_s
                 if count >= max_frames:
                     return
-        indexed = stream.frames  # from the container's index, 0 when it has none
-        if indexed and packets < indexed:
-            raise MediaError("unreadable", f"the video is truncated: {packets} of {indexed} frames are present")
-    if count == 0:
-        raise MediaError("no_frames", "the video has no decodable frames")
+            if self.errors >= _MAX_DECODE_ERRORS:
+                return
+
+    def on_grid(self, grid: _Grid) -> Iterator[av.VideoFrame]:
+        """The frame on screen at each of the grid's times, each frame once; a video that ends
+        before the first gives its last frame."""
+        intra_only = bool(self.context.codec.intra_only)
+        k = 0  # the next sample time
+        held: av.VideoFrame | None = None  # the last frame that starts at or before it
+        last: float | None = None  # position of the last frame given
+        given = 0
+        skip = "DEFAULT"
+        landed = False  # sought ahead, until the first frame after the seek
+        while True:
+            seek_to = back = None
+            for packet in self.packets():
+                at = self.packet_position(packet)
+                if packet.size and at is not None:
+                    if grid.past_the_end(at):
+                        packet = av.Packet()  # drain what was decoded before it, then stop
+                    elif not grid.near(at):
+                        if intra_only:
+                            continue  # no other frame refers to it
+                        if skip != "NONREF":
+                            self.context.skip_frame = skip = "NONREF"
+                    elif skip != "DEFAULT":
+                        self.context.skip_frame = skip = "DEFAULT"
+                for frame in self.decode(packet):
+                    position = self.position(frame)
+                    if last is not None and position <= last + _EPSILON_S:
+                        continue  # given already, or before (decoded again after a seek back)
+                    after = position > grid.time(k) + _EPSILON_S
+                    if landed:
+                        landed = False
+                        if after:
+                            # The keyframe sought starts after the sample time, so the frame on
+                            # screen then came before it: back to the keyframe before.
+                            back = self._keyframe_before(frame.pts)
+                            if back is not None:
+                                break
+                    if after:
+                        if held is not None:
+                            yield held
+                            last, held, given = self.position(held), None, given + 1
+                        k = grid.first_at_or_after(position)
+                        if k >= grid.count:
+                            return
+                        seek_to = self._keyframe_ahead(grid.time(k))
+                    held = frame
+                if self.errors >= _MAX_DECODE_ERRORS or not packet.size or seek_to is not None or back is not None:
+                    break
+            if back is not None:
+                self._seek(back)
+            elif seek_to is not None:
+                landed = self._seek(seek_to)
+            else:
+                stopped = self.errors >= _MAX_DECODE_ERRORS
+                if held is not None and (given == 0 or stopped or self._end(held, grid) > grid.time(k) + _EPSILON_S):
+                    yield held  # the last frame, on screen at the sample time (or the last sound one)
+                return
+
+    def _end(self, frame: av.VideoFrame, grid: _Grid) -> float:
+        """Where the frame stops being on screen (seconds from the first frame)."""
+        duration = float(frame.duration * self.time_base) if frame.duration else grid.frame_s
+        return self.position(frame) + duration
+
+    def _keyframe_ahead(self, position: float) -> int | None:
+        """Where to seek for the frame on screen at `position`: its timestamp, when the
+        container's index has a keyframe that starts at or before it (`search_timestamp` finds
+        entries by decoding timestamp, the MP4 demuxer seeks by presentation timestamp: a
+        keyframe shows `key_delay` after it is decoded) and no packet from that keyframe on has
+        been decoded yet. None when decoding on is as good."""
+        if self.start is None or self.fed is None or not self.can_seek:
+            return None
+        entries = self.stream.index_entries
+        target = self.start + math.floor(position / self.time_base + _EPSILON_S)
+        found = entries.search_timestamp(target - self.key_delay, backward=True) if len(entries) else -1
+        if found < 0 or entries[found].timestamp <= self.fed:
+            return None
+        return target
+
+    def _keyframe_before(self, stamp: int) -> int | None:
+        """A timestamp to seek to for the keyframe before the one that starts at `stamp`."""
+        entries = self.stream.index_entries
+        found = entries.search_timestamp(stamp - self.key_delay - 1, backward=True) if len(entries) else -1
+        return entries[found].timestamp if found >= 0 else None
+
+    def _seek(self, stamp: int) -> bool:
+        """Seek the demuxer to the last keyframe that starts at or before `stamp` (the decoder
+        is flushed). A seek that lands before the packets already decoded turns seeking off:
+        the index misled it, and decoding on is then the cheaper way."""
+        try:
+            self.container.seek(stamp, stream=self.stream, backward=True)
+        except av.FFmpegError:
+            self.can_seek = False
+            return False
+        self.seeks += 1
+        self.landing = self.fed
+        return True
 
 
 def sample_frames(
     path: Path,
     interval_s: float = 1.0,
-    max_frames: int = 30,
+    max_frames: int = 60,
     timeout_s: float = 60.0,
-    keyframes_only: bool = True,
-) -> Iterator[Frame]:
+    keyframes_only: bool = False,
+) -> Samples:
     """Frames to look at: the picture itself (its first frame) for a still image, else
-    sampled video frames. The format is the one the file's bytes say."""
+    sampled video frames (`sample_video_frames`). The format is the one the file's bytes say."""
+    return Samples(lambda samples: _frames(samples, path, interval_s, max_frames, timeout_s, keyframes_only))
+
+
+def _frames(
+    samples: Samples, path: Path, interval_s: float, max_frames: int, timeout_s: float, keyframes_only: bool
+) -> Generator[Frame, None, None]:
     kind, name = _sniff(path)
     try:
         if kind == "image":
             yield Frame(0, 0.0, _decode_still(path, name))
             return
-        yield from sample_video_frames(path, interval_s, max_frames, timeout_s, keyframes_only, demuxer=name)
+        video = sample_video_frames(path, interval_s, max_frames, timeout_s, keyframes_only, demuxer=name)
+        try:
+            yield from video
+        finally:
+            video.close()
+        samples.damage = video.damage
     finally:
         release_memory()

@@ -279,7 +279,7 @@ class FunctionServer:
         try:
             self.handler.warm_up()
         except ConfigurationError as exc:
-            # Keep serving: /healthz says why the function is not ready, requests get 500.
+            # Keep serving: /healthz says why the function is not ready, requests get 503.
             log.error("not configured", outcome="configuration_error", detail=str(exc))
             warm = False
         port = int(os.getenv("PORT", "5000"))

@@ -123,16 +123,24 @@ class Settings:
     # Recognition
     match_tolerance: float = 0.6
     max_object_bytes: int = 200 * 1024 * 1024
-    frame_sampling: str = "keyframes"  # keyframes | interval
+    #: `interval`: the picture on screen every FRAME_INTERVAL_S, so a face shown for that long is
+    #: looked at (the decoder skips what those frames do not need); `keyframes`: keyframes only.
+    frame_sampling: str = "interval"  # interval | keyframes
     frame_interval_s: float = 1.0
-    max_frames: int = 30
+    #: Frames looked at per video: 60 at 1 s cover a minute; a longer video is sampled evenly.
+    max_frames: int = 60
     detect_width: int = 640
+    #: Smallest face (pixels, in the original frame) detection must find.
+    min_face_px: int = 40
     face_encoder: str = "numpy"  # numpy | dlib (same descriptors; see facepipe.faces.encoder)
     ffmpeg_timeout_s: float = 60.0
     #: The whole of one object (download, queue, decode, detection) must fit in this, below
     #: of-watchdog's exec_timeout (2 m), so the function answers before the watchdog's 504.
     function_timeout_s: float = 100.0
     student_cache_ttl_s: float = 300.0
+    #: A function request may name at most this many objects (RGW `Records`): each is worked
+    #: off in turn within the one request, so a large batch would outlive every time limit.
+    max_records_per_request: int = 10
     # Notifier
     notify_url: str = "http://127.0.0.1:8090/"
     notifier_concurrency: int = 4
@@ -141,6 +149,9 @@ class Settings:
     reconcile_interval_s: float = 60.0
     topic_name: str = "face-recognition-input"
     persistent_notifications: bool = False
+    #: Failed invocations (crash, timeout, 5xx) of one object version before the notifier gives
+    #: up on it and writes a `failed` error record (dead letter) instead of trying again.
+    dead_letter_attempts: int = 3
 
     def require(self, *names: str) -> None:
         """Raise SettingsError naming every listed setting that is empty."""

@@ -14,7 +14,9 @@ runs this part alone, `--no-classification` skips it).
    local stack (1 face worker, which the stack needs, idle; `--image-workers` classification
    workers): wall time, throughput, correct count (the top label step 1 found for that
    photo), compute floor (the workers' decode + classify seconds in this run / workers)
-   and efficiency = floor / wall.
+   and efficiency = floor / wall; and the CPU seconds of every process of the stack, with
+   their sum per image (`e2e_stack_cpu_ms_per_image`) and the shortest wall time the cores
+   allow for it (`e2e_cpu_bound_s`): CPU time, unlike wall time, holds up on a loaded machine.
 3. **Idle latency**: each sample photo alone, upload done -> CSV present, against the
    function's time for it + `IDLE_MARGIN_S`.
 4. **Memory**: peak RSS (VmHWM) of each classification worker.
@@ -387,6 +389,15 @@ class ClassifyStack(BenchStack):
 # ----------------------------------------------------------------------------- report
 
 
+def stack_cpu_seconds(cpu_s: dict[str, float]) -> float | None:
+    """CPU seconds of the stack's processes and the bench in a run (not the rest of the
+    machine): little affected by other programs, unlike wall time. Divided by the cores it is
+    the shortest wall time the cores allow (`e2e_cpu_bound_s`): a wall time near it means the
+    run was CPU-bound, far above it that it waited (latency)."""
+    parts = [seconds for name, seconds in cpu_s.items() if name != "machine"]
+    return sum(parts) if parts else None
+
+
 def targets(report: dict) -> list[Target]:
     """The issue's classification targets, each met, not met or not measured."""
     function_ms = report.get("function_ms_per_image")
@@ -452,6 +463,10 @@ def build_report(
         report["e2e_p95_s"] = rounded(percentile(run.latencies, 0.95))
         report["e2e_function_busy_s"] = rounded(run.function.video_s)
         report["e2e_cpu_s"] = bench.cpu_breakdown(run.cpu_s)
+        stack_cpu_s = stack_cpu_seconds(run.cpu_s)
+        if stack_cpu_s is not None and run.videos:
+            report["e2e_stack_cpu_ms_per_image"] = rounded(stack_cpu_s / run.videos * 1000, 1)
+            report["e2e_cpu_bound_s"] = rounded(stack_cpu_s / (os.cpu_count() or 1))
         problems += run.problems
         if run.correct != run.videos and not run.problems:
             problems.append(f"end to end: {run.correct}/{run.videos} correct")
@@ -531,6 +546,13 @@ def render(report: dict, photos: list[Photo], run: EndToEnd | None, idle: list[I
                 style = "bold" if name == "total" else None
                 table.add_row(name, f"{seconds:.2f}", f"{per_image:.0f}", f"{share:.0%}", style=style)
             console.print(table)
+            if report.get("e2e_cpu_bound_s") is not None:
+                console.print(
+                    f"stack and bench: {report['e2e_stack_cpu_ms_per_image']:.0f} ms CPU per image; on "
+                    f"{os.cpu_count()} cores at least {report['e2e_cpu_bound_s']:.2f} s for the run (CPU-bound "
+                    "when the wall time is near it, waiting on latency when far above)",
+                    style="dim",
+                )
     if idle:
         table = Table(title="classification 3. idle latency (one photo at a time, upload done -> CSV present)")
         for column in ("photo", "latency s", "function s", "overhead s", "top label"):

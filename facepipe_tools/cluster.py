@@ -1,27 +1,34 @@
 """Connect the tools to the pipeline running on Kubernetes.
 
-Rook provisions the buckets of the ObjectBucketClaims in ``k8s/base/bucket-claims.yaml``
-and writes, for each claim, a ConfigMap (``BUCKET_HOST``, ``BUCKET_PORT``,
-``BUCKET_NAME``, ``BUCKET_REGION``) and a Secret (``AWS_ACCESS_KEY_ID``,
-``AWS_SECRET_ACCESS_KEY``) named after the claim. Both claims are owned by the
-same RGW user, so both Secrets hold the same key pair.
+Rook provisions the buckets of the ObjectBucketClaims in ``k8s/base/*bucket-claims.yaml``
+and writes, for each claim, a ConfigMap (``BUCKET_HOST``, ``BUCKET_PORT``, ``BUCKET_NAME``,
+``BUCKET_REGION``) named after the claim. The claims' own Secrets hold the keys of the
+buckets' owner, which no part of the pipeline uses: each part has an RGW user of its own
+(``k8s/base/rook-object-users.yaml``), whose keys Rook writes to the Secret
+``rook-ceph-object-user-facepipe-store-<user>`` (``AccessKey``, ``SecretKey``), and the
+buckets' policies (``k8s/policies/``) say what each user may do.
 
-Commands (they use your kubeconfig, like kubectl):
+Commands (they use your kubeconfig, like kubectl; no key is ever printed or passed on a
+command line):
 
 ``env``
-    Write the settings that ``workload.py`` and ``check.py`` need (endpoint, keys,
-    bucket names) to a .env file. The in-cluster RGW address is not reachable from
-    outside; pass ``--s3-endpoint`` with a port-forward or ingress address.
+    Write the settings that ``workload.py`` and ``check.py`` need (endpoint, the workload
+    user's keys, bucket names) to a .env file, readable by you only. The in-cluster RGW
+    address is not reachable from outside; pass ``--s3-endpoint`` with a port-forward or
+    ingress address.
 
 ``function-secret``
-    Create or update the OpenFaaS secret of the function (``openfaas-fn/face-recognition``):
-    the S3 keys from the claim, the DynamoDB keys and the notify token from the
-    Secrets that ``kubectl apply -k k8s/`` made, and the known faces as JSON (a CSE546
-    pickle is converted first). OpenFaaS mounts each key as ``/var/openfaas/secrets/<key>``.
+    Create or update a function's OpenFaaS secret (``openfaas-fn/<function>``) with its own
+    keys only: the S3 keys of its RGW user (read its input bucket, write its output bucket)
+    and, for face-recognition, the DynamoDB keys that may read the students table (Secret
+    ``facepipe-aws-function``) and the known faces as JSON (a CSE546 pickle is converted
+    first). No notify token (the function takes events from the notifier, not from RGW) and
+    no keys of other parts. OpenFaaS mounts each key as ``/var/openfaas/secrets/<key>``.
 
 Example::
 
     python -m facepipe_tools.cluster function-secret --known-faces data/known_faces.json
+    python -m facepipe_tools.cluster function-secret --function image-classification
     kubectl -n rook-ceph port-forward svc/rook-ceph-rgw-facepipe-store 8081:80 &
     python -m facepipe_tools.cluster env --s3-endpoint http://127.0.0.1:8081 -o .env.cluster
     FACEPIPE_ENV_FILE=.env.cluster python workload/workload.py
@@ -31,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import json
 import os
 import sys
 from dataclasses import dataclass
@@ -40,15 +48,55 @@ from facepipe.settings import SECRET_NAMES
 
 NAMESPACE = "facepipe"
 FUNCTION_NAMESPACE = "openfaas-fn"
+OBJECT_STORE = "facepipe-store"
 INPUT_CLAIM = "facepipe-input"
 OUTPUT_CLAIM = "facepipe-output"
-AWS_SECRET = "facepipe-aws"
+IMAGE_INPUT_CLAIM = "facepipe-images-input"
+IMAGE_OUTPUT_CLAIM = "facepipe-images-output"
+#: DynamoDB keys of the face-recognition function's AWS user (read the students table only),
+#: from k8s/base/secrets/aws-function.env.
+FUNCTION_AWS_SECRET = "facepipe-aws-function"
+#: DynamoDB keys of the upload-data Job's AWS user, from k8s/base/secrets/aws-upload-data.env.
+UPLOAD_AWS_SECRET = "facepipe-aws-upload-data"
 TOKEN_SECRET = "facepipe-notify-token"
 FUNCTION_SECRET = "face-recognition"
 KNOWN_FACES_KEY = "known-faces"
+#: The RGW users (CephObjectStoreUser names) of the parts that touch the buckets.
+OWNER_USER = "facepipe"
+NOTIFIER_USER = "facepipe-notifier"
+WEB_USER = "facepipe-web"
+WORKLOAD_USER = "facepipe-workload"
 DEFAULT_ENV_FILE = ".env.cluster"
 # A Kubernetes Secret holds at most 1 MiB; leave room for the other keys.
 MAX_KNOWN_FACES_BYTES = 900 * 1024
+
+
+@dataclass(frozen=True)
+class FunctionSpec:
+    """What one function's OpenFaaS secret holds."""
+
+    name: str  # the OpenFaaS function, and its Secret in FUNCTION_NAMESPACE
+    rgw_user: str  # its CephObjectStoreUser
+    known_faces: bool  # known faces and DynamoDB keys (face recognition)
+
+
+FUNCTIONS = {
+    "face-recognition": FunctionSpec("face-recognition", "facepipe-face-recognition", known_faces=True),
+    "image-classification": FunctionSpec("image-classification", "facepipe-image-classification", known_faces=False),
+}
+
+
+def secret_keys(spec: FunctionSpec) -> list[str]:
+    """The keys of a function's secret (the file names under /var/openfaas/secrets)."""
+    names = [SECRET_NAMES["S3_ACCESS_KEY_ID"], SECRET_NAMES["S3_SECRET_ACCESS_KEY"]]
+    if spec.known_faces:
+        names += [SECRET_NAMES["AWS_ACCESS_KEY_ID"], SECRET_NAMES["AWS_SECRET_ACCESS_KEY"], KNOWN_FACES_KEY]
+    return names
+
+
+def user_secret_name(user: str, store: str = OBJECT_STORE) -> str:
+    """The Secret in which Rook keeps a CephObjectStoreUser's keys."""
+    return f"rook-ceph-object-user-{store}-{user}"
 
 
 class ClusterError(RuntimeError):
@@ -56,16 +104,14 @@ class ClusterError(RuntimeError):
 
 
 @dataclass(frozen=True)
-class BucketClaim:
-    """What Rook provisioned for one ObjectBucketClaim."""
+class Bucket:
+    """Where one ObjectBucketClaim's bucket is (Rook's ConfigMap for the claim)."""
 
     name: str
     bucket: str
     host: str
     port: int
     region: str
-    access_key_id: str
-    secret_access_key: str
 
     @property
     def endpoint_url(self) -> str:
@@ -73,10 +119,33 @@ class BucketClaim:
         return f"{scheme}://{self.host}:{self.port}"
 
 
+@dataclass(frozen=True)
+class S3Keys:
+    """One RGW user's key pair (repr shows the access key id only)."""
+
+    user: str
+    access_key_id: str
+    secret_access_key: str
+
+    def __repr__(self) -> str:
+        return f"S3Keys(user={self.user!r}, access_key_id={self.access_key_id!r})"
+
+
 def _status(exc: Exception) -> int | None:
     """HTTP status of a kubernetes ApiException (None for other errors)."""
     status = getattr(exc, "status", None)
     return status if isinstance(status, int) else None
+
+
+def _api_error(exc: Exception) -> str:
+    """An ApiException as status, reason and the API server's message: never its headers or
+    the whole body, which could echo what was sent (a Secret's values)."""
+    text = f"{_status(exc) or ''} {getattr(exc, 'reason', '') or ''}".strip() or type(exc).__name__
+    try:
+        message = json.loads(getattr(exc, "body", None) or "{}").get("message")
+    except (ValueError, AttributeError):
+        message = None
+    return f"{text}: {message}" if isinstance(message, str) and message else text
 
 
 def _api_exception_type() -> type[Exception]:
@@ -91,7 +160,7 @@ def _read(reader, kind: str, namespace: str, name: str, hint: str):
     except _api_exception_type() as exc:
         if _status(exc) == 404:
             raise ClusterError(f"{kind} {namespace}/{name} not found: {hint}") from None
-        raise ClusterError(f"cannot read {kind} {namespace}/{name}: {exc}") from None
+        raise ClusterError(f"cannot read {kind} {namespace}/{name}: {_api_error(exc)}") from None
 
 
 def _decode(data: dict[str, str] | None, key: str, where: str) -> str:
@@ -111,8 +180,8 @@ def read_secret_values(core, namespace: str, name: str, keys: tuple[str, ...], h
     return {key: _decode(secret.data, key, where) for key in keys}
 
 
-def read_claim(core, namespace: str, name: str) -> BucketClaim:
-    """Read the ConfigMap and Secret that Rook generated for ObjectBucketClaim ``name``."""
+def read_bucket(core, namespace: str, name: str) -> Bucket:
+    """Read the ConfigMap that Rook generated for ObjectBucketClaim ``name``."""
     hint = (
         f"the bucket claim is not provisioned yet; see `kubectl -n {namespace} get objectbucketclaim {name}` "
         "and the rook-ceph-operator log"
@@ -126,40 +195,40 @@ def read_claim(core, namespace: str, name: str) -> BucketClaim:
         port = int(data["BUCKET_PORT"])
     except ValueError:
         raise ClusterError(f"ConfigMap {namespace}/{name} has a non-numeric BUCKET_PORT") from None
-    keys = read_secret_values(core, namespace, name, ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"), hint)
-    return BucketClaim(
+    return Bucket(
         name=name,
         bucket=data["BUCKET_NAME"],
         host=data["BUCKET_HOST"],
         port=port,
         region=data.get("BUCKET_REGION") or "us-east-1",
-        access_key_id=keys["AWS_ACCESS_KEY_ID"],
-        secret_access_key=keys["AWS_SECRET_ACCESS_KEY"],
     )
 
 
-def check_same_owner(input_claim: BucketClaim, output_claim: BucketClaim) -> None:
-    """The function reads one bucket and writes the other with one key pair."""
-    if input_claim.access_key_id != output_claim.access_key_id:
-        raise ClusterError(
-            f"claims {input_claim.name} and {output_claim.name} have different keys: the buckets are not "
-            "owned by the same RGW user. Allow the bucketOwner field in the Rook operator "
-            '(ROOK_OBC_ALLOW_ADDITIONAL_CONFIG_FIELDS: "maxObjects,maxSize,bucketOwner"), then delete and '
-            "re-apply the claims"
-        )
+def read_user_keys(core, namespace: str, user: str) -> S3Keys:
+    """The keys Rook generated for CephObjectStoreUser ``user``."""
+    hint = (
+        f"the RGW user is not ready yet; see `kubectl -n {namespace} get cephobjectstoreuser {user}` "
+        "(k8s/base/rook-object-users.yaml) and the rook-ceph-operator log"
+    )
+    keys = read_secret_values(core, namespace, user_secret_name(user), ("AccessKey", "SecretKey"), hint)
+    return S3Keys(user=user, access_key_id=keys["AccessKey"], secret_access_key=keys["SecretKey"])
 
 
-def env_values(input_claim: BucketClaim, output_claim: BucketClaim, s3_endpoint: str | None = None) -> dict[str, str]:
-    """Settings for workload.py and check.py (names as in facepipe/settings.py)."""
-    check_same_owner(input_claim, output_claim)
-    return {
-        "S3_ENDPOINT_URL": s3_endpoint or input_claim.endpoint_url,
-        "S3_ACCESS_KEY_ID": input_claim.access_key_id,
-        "S3_SECRET_ACCESS_KEY": input_claim.secret_access_key,
-        "S3_REGION": input_claim.region,
-        "INPUT_BUCKET": input_claim.bucket,
-        "OUTPUT_BUCKET": output_claim.bucket,
+def env_values(buckets: dict[str, Bucket], keys: S3Keys, s3_endpoint: str | None = None) -> dict[str, str]:
+    """Settings for workload.py and check.py (names as in facepipe/settings.py), with the
+    workload user's keys: upload to and clear the input buckets, read and clear the output."""
+    values = {
+        "S3_ENDPOINT_URL": s3_endpoint or buckets[INPUT_CLAIM].endpoint_url,
+        "S3_ACCESS_KEY_ID": keys.access_key_id,
+        "S3_SECRET_ACCESS_KEY": keys.secret_access_key,
+        "S3_REGION": buckets[INPUT_CLAIM].region,
+        "INPUT_BUCKET": buckets[INPUT_CLAIM].bucket,
+        "OUTPUT_BUCKET": buckets[OUTPUT_CLAIM].bucket,
     }
+    if IMAGE_INPUT_CLAIM in buckets and IMAGE_OUTPUT_CLAIM in buckets:
+        values["IMAGE_INPUT_BUCKET"] = buckets[IMAGE_INPUT_CLAIM].bucket
+        values["IMAGE_OUTPUT_BUCKET"] = buckets[IMAGE_OUTPUT_CLAIM].bucket
+    return values
 
 
 def render_env(values: dict[str, str]) -> str:
@@ -200,21 +269,23 @@ def read_known_faces(path: Path) -> bytes:
 
 
 def function_secret_data(
-    claim: BucketClaim, aws: dict[str, str], notify_token: str, known_faces: bytes
+    keys: S3Keys, aws: dict[str, str] | None = None, known_faces: bytes | None = None
 ) -> dict[str, str]:
-    """The function secret's keys (file names under /var/openfaas/secrets), base64-encoded."""
+    """A function secret's keys (file names under /var/openfaas/secrets), base64-encoded:
+    its S3 keys, and for face recognition its DynamoDB keys and the known faces."""
     values: dict[str, bytes] = {
-        SECRET_NAMES["S3_ACCESS_KEY_ID"]: claim.access_key_id.encode(),
-        SECRET_NAMES["S3_SECRET_ACCESS_KEY"]: claim.secret_access_key.encode(),
-        SECRET_NAMES["AWS_ACCESS_KEY_ID"]: aws["AWS_ACCESS_KEY_ID"].encode(),
-        SECRET_NAMES["AWS_SECRET_ACCESS_KEY"]: aws["AWS_SECRET_ACCESS_KEY"].encode(),
-        SECRET_NAMES["NOTIFY_TOKEN"]: notify_token.encode(),
-        KNOWN_FACES_KEY: known_faces,
+        SECRET_NAMES["S3_ACCESS_KEY_ID"]: keys.access_key_id.encode(),
+        SECRET_NAMES["S3_SECRET_ACCESS_KEY"]: keys.secret_access_key.encode(),
     }
+    if aws is not None:
+        values[SECRET_NAMES["AWS_ACCESS_KEY_ID"]] = aws["AWS_ACCESS_KEY_ID"].encode()
+        values[SECRET_NAMES["AWS_SECRET_ACCESS_KEY"]] = aws["AWS_SECRET_ACCESS_KEY"].encode()
+    if known_faces is not None:
+        values[KNOWN_FACES_KEY] = known_faces
     return {key: base64.b64encode(value).decode() for key, value in values.items()}
 
 
-def function_secret_body(namespace: str, data: dict[str, str]):
+def function_secret_body(namespace: str, data: dict[str, str], name: str = FUNCTION_SECRET):
     """The Kubernetes Secret object, labelled as an OpenFaaS secret (`faas-cli secret list` shows it)."""
     from kubernetes import client
 
@@ -223,7 +294,7 @@ def function_secret_body(namespace: str, data: dict[str, str]):
         kind="Secret",
         type="Opaque",
         metadata=client.V1ObjectMeta(
-            name=FUNCTION_SECRET,
+            name=name,
             namespace=namespace,
             labels={"app.kubernetes.io/managed-by": "openfaas", "app.kubernetes.io/part-of": "facepipe"},
         ),
@@ -240,25 +311,39 @@ def apply_secret(core, body) -> str:
         return "created"
     except _api_exception_type() as exc:
         if _status(exc) != 409:
-            raise ClusterError(f"cannot create Secret {namespace}/{name}: {exc}") from None
+            raise ClusterError(f"cannot create Secret {namespace}/{name}: {_api_error(exc)}") from None
     try:
         core.replace_namespaced_secret(name, namespace, body)
     except _api_exception_type() as exc:
-        raise ClusterError(f"cannot update Secret {namespace}/{name}: {exc}") from None
+        raise ClusterError(f"cannot update Secret {namespace}/{name}: {_api_error(exc)}") from None
     return "updated"
 
 
-def make_function_secret(core, namespace: str, function_namespace: str, known_faces: Path) -> str:
-    """Gather the function's secret values from the cluster and the known-faces file; apply it."""
-    faces = read_known_faces(known_faces)
-    claim = read_claim(core, namespace, INPUT_CLAIM)
-    check_same_owner(claim, read_claim(core, namespace, OUTPUT_CLAIM))
-    hint = "create k8s/base/secrets/{file} and run `kubectl apply -k k8s/`"
-    aws = read_secret_values(
-        core, namespace, AWS_SECRET, ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"), hint.format(file="aws.env")
-    )
-    token = read_secret_values(core, namespace, TOKEN_SECRET, ("NOTIFY_TOKEN",), hint.format(file="notify.env"))
-    body = function_secret_body(function_namespace, function_secret_data(claim, aws, token["NOTIFY_TOKEN"], faces))
+def make_function_secret(
+    core,
+    namespace: str,
+    function_namespace: str,
+    known_faces: Path | None = None,
+    function: str = FUNCTION_SECRET,
+) -> str:
+    """Gather one function's secret values from the cluster (and, for face recognition, the
+    known-faces file); apply it. Returns "created" or "updated"."""
+    spec = FUNCTIONS.get(function)
+    if spec is None:
+        raise ClusterError(f"unknown function {function!r}; one of {', '.join(FUNCTIONS)}")
+    if spec.known_faces and known_faces is None:
+        raise ClusterError(f"{function} needs --known-faces (our JSON format or the CSE546 pickle)")
+    if not spec.known_faces and known_faces is not None:
+        raise ClusterError(f"{function} uses no known faces; leave out --known-faces")
+    faces = read_known_faces(known_faces) if known_faces is not None else None
+    keys = read_user_keys(core, namespace, spec.rgw_user)
+    aws = None
+    if spec.known_faces:
+        aws = read_secret_values(
+            core, namespace, FUNCTION_AWS_SECRET, ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"),
+            "create k8s/base/secrets/aws-function.env and run `kubectl apply -k k8s/`",
+        )  # fmt: skip
+    body = function_secret_body(function_namespace, function_secret_data(keys, aws, faces), spec.name)
     return apply_secret(core, body)
 
 
@@ -281,13 +366,20 @@ def main(argv: list[str] | None = None, core=None) -> int:
     parser.add_argument("--context", help="kubeconfig context (default: the current one)")
     parser.add_argument("--namespace", default=NAMESPACE, help=f"the pipeline's namespace (default {NAMESPACE})")
     commands = parser.add_subparsers(dest="command", required=True)
-    env = commands.add_parser("env", help="write the S3 settings of the cluster's buckets to a .env file")
+    env = commands.add_parser(
+        "env", help="write the workload user's S3 settings of the cluster's buckets to a .env file"
+    )
     env.add_argument("--s3-endpoint", help="RGW address reachable from here (default: the in-cluster one)")
     env.add_argument(
         "-o", "--output", default=DEFAULT_ENV_FILE, help=f"file to write, '-' for stdout (default {DEFAULT_ENV_FILE})"
     )
-    secret = commands.add_parser("function-secret", help="create or update the function's OpenFaaS secret")
-    secret.add_argument("--known-faces", type=Path, required=True, help="JSON or CSE546 pickle of known faces")
+    secret = commands.add_parser("function-secret", help="create or update a function's OpenFaaS secret")
+    secret.add_argument(
+        "--function", choices=sorted(FUNCTIONS), default=FUNCTION_SECRET, help=f"default {FUNCTION_SECRET}"
+    )
+    secret.add_argument(
+        "--known-faces", type=Path, help="JSON or CSE546 pickle of known faces (face-recognition only, required there)"
+    )
     secret.add_argument(
         "--function-namespace",
         default=FUNCTION_NAMESPACE,
@@ -298,11 +390,9 @@ def main(argv: list[str] | None = None, core=None) -> int:
     try:
         core = core or core_api(args.context)
         if args.command == "env":
-            values = env_values(
-                read_claim(core, args.namespace, INPUT_CLAIM),
-                read_claim(core, args.namespace, OUTPUT_CLAIM),
-                args.s3_endpoint,
-            )
+            claims = (INPUT_CLAIM, OUTPUT_CLAIM, IMAGE_INPUT_CLAIM, IMAGE_OUTPUT_CLAIM)
+            buckets = {name: read_bucket(core, args.namespace, name) for name in claims}
+            values = env_values(buckets, read_user_keys(core, args.namespace, WORKLOAD_USER), args.s3_endpoint)
             text = render_env(values)
             if args.output == "-":
                 sys.stdout.write(text)
@@ -310,14 +400,15 @@ def main(argv: list[str] | None = None, core=None) -> int:
                 write_private(Path(args.output), text)
                 print(
                     f"wrote {args.output}: S3_ENDPOINT_URL={values['S3_ENDPOINT_URL']} "
-                    f"INPUT_BUCKET={values['INPUT_BUCKET']} OUTPUT_BUCKET={values['OUTPUT_BUCKET']} (keys not shown)"
+                    f"INPUT_BUCKET={values['INPUT_BUCKET']} OUTPUT_BUCKET={values['OUTPUT_BUCKET']} "
+                    f"(keys of RGW user {WORKLOAD_USER}, not shown)"
                 )
         else:
-            result = make_function_secret(core, args.namespace, args.function_namespace, args.known_faces)
-            print(
-                f"{result} Secret {args.function_namespace}/{FUNCTION_SECRET} "
-                f"(keys: {', '.join([*SECRET_NAMES.values(), KNOWN_FACES_KEY])})"
+            result = make_function_secret(
+                core, args.namespace, args.function_namespace, args.known_faces, args.function
             )
+            keys = ", ".join(secret_keys(FUNCTIONS[args.function]))
+            print(f"{result} Secret {args.function_namespace}/{args.function} (keys: {keys})")
     except ClusterError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

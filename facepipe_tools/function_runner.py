@@ -6,10 +6,14 @@ Serves two functions: face-recognition (FUNCTION_NAME) with `--workers` processe
 whose INPUT_BUCKET and OUTPUT_BUCKET are IMAGE_INPUT_BUCKET and IMAGE_OUTPUT_BUCKET. Each
 worker speaks the python3-http template contract on its own loopback port, like a replica
 behind of-watchdog. A small gateway serves `POST /function/<name>` (and `/`, the face
-function), handing each request to a worker of that function with a free slot (`--inflight`).
+function), handing each request to a worker of that function with a free slot: each worker
+holds as many requests at once as stack.yml's `max_inflight` lets the function's replica hold
+(`--inflight`, `--image-inflight`; FACE_INFLIGHT and IMAGE_INFLIGHT); a request that finds no
+free slot within SLOT_WAIT_S gets 429, as of-watchdog answers past max_inflight.
 Workers that die are started again; a request that was on a dying worker gets
 502, like the OpenFaaS gateway answers, and the notifier retries it. A worker
-that does not answer within INVOKE_TIMEOUT_S is hung (for example in a decoder):
+that does not answer within INVOKE_TIMEOUT_S (less the wait for a slot and ANSWER_MARGIN_S, so
+that the caller gets the 504 before its own timeout) is hung (for example in a decoder):
 it is killed, the request gets 504, and the worker is started again. Each
 worker has its own temporary folder, emptied whenever it starts: what a killed
 worker could not remove goes then, as a container's files go with the container.
@@ -64,7 +68,20 @@ MAX_FAILED_STARTS = 3
 #: in its metrics (gateway/handlers/notifiers.go).
 FUNCTION_NAMESPACE = "openfaas-fn"
 #: The function's answer, and the gateway's own when no worker answers (see Gateway._forward).
-EXPECTED_CODES = ("200", "502", "503", "504")
+EXPECTED_CODES = ("200", "429", "502", "503", "504")
+#: Requests one worker holds at once, as `max_inflight` in stack.yml for each function's replica:
+#: a video is worked on while the other downloads or uploads; a photo is classified in about
+#: 30 ms, as long as its download and the previous photo's answer take, so three more keep the
+#: worker's one-at-a-time classification busy.
+FACE_INFLIGHT = 2
+IMAGE_INFLIGHT = 4
+#: How long a request waits for a free slot before the gateway answers 429, as of-watchdog does
+#: at once when a replica holds max_inflight requests (faas-middleware's concurrency limiter): a
+#: caller never waits here long enough to give up on a request that then runs anyway.
+SLOT_WAIT_S = 2.0
+#: The worker's time limit ends this much before the caller's (INVOKE_TIMEOUT_S), so that the
+#: caller gets the gateway's 504 rather than its own timeout.
+ANSWER_MARGIN_S = 0.5
 #: The Go client's default histogram buckets, which gateway_functions_seconds uses.
 GO_DEFAULT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
@@ -169,6 +186,33 @@ class Worker:
         return self.ready
 
 
+# ---- chaos hook (facepipe_tools/chaos/poison.py): tooling only, never read by facepipe/ ----
+#: Comma-separated substrings: a worker handed a request whose body (the object's key) holds
+#: one of them is killed (SIGKILL) before it answers, as a segfault in a decoder would.
+POISON_KEYS_ENV = "FACEPIPE_RUNNER_POISON_KEYS"
+
+
+def poisoned(body: bytes) -> bool:
+    """Whether a function request names a poison key (FACEPIPE_RUNNER_POISON_KEYS)."""
+    marks = [mark.strip() for mark in os.environ.get(POISON_KEYS_ENV, "").split(",") if mark.strip()]
+    return any(mark.encode() in body for mark in marks)
+
+
+def kill_poisoned(function: str, worker: Worker) -> None:
+    """SIGKILL the worker and wait until it is gone: the request then fails as on a crash (502)."""
+    log.warning("poison key: killing the worker", function=function, worker=worker.number)
+    process = worker.process  # the supervisor may start a successor meanwhile
+    worker.kill()
+    if process is not None:
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pass
+
+
+# ---- end of the chaos hook ----
+
+
 class GatewayMetrics:
     """The OpenFaaS gateway's function metrics (openfaas/faas gateway/metrics/metrics.go), in a
     registry of their own; /metrics serves it after the process's default registry."""
@@ -212,12 +256,16 @@ class Function:
     """One function's workers, as the replicas of its Deployment: started, watched, restarted,
     and handed one request at a time per free slot."""
 
-    def __init__(self, name: str, workers: list[Worker], timeout_s: float, inflight: int = 2):
+    def __init__(
+        self, name: str, workers: list[Worker], timeout_s: float, inflight: int = FACE_INFLIGHT,
+        slot_wait_s: float = SLOT_WAIT_S,
+    ):  # fmt: skip
         self.name = name
         self.workers = workers
         self.timeout_s = timeout_s
-        #: Requests a worker holds at once: it works on one at a time, and the second one's
-        #: download and upload overlap that work (as of-watchdog's max_inflight allows).
+        self.slot_wait_s = min(slot_wait_s, timeout_s / 4)
+        #: Requests a worker holds at once: it works on one at a time, and the others' downloads
+        #: and uploads overlap that work (as of-watchdog's max_inflight allows).
         self.inflight = max(1, inflight)
         self.idle: queue.Queue[tuple[Worker, int]] = queue.Queue()
         self.stopping = threading.Event()
@@ -256,18 +304,22 @@ class Function:
                 if worker.check_ready():
                     pending.discard(worker)
                     failed_starts[worker] = 0
-                    for _ in range(self.inflight):
-                        self.idle.put((worker, worker.generation))
+                    self.add_slots(worker)
                     log.info("worker ready", function=self.name, worker=worker.number)
             self.stopping.wait(0.2)
+
+    def add_slots(self, worker: Worker) -> None:
+        """A ready worker takes requests: `inflight` of them at once."""
+        for _ in range(self.inflight):
+            self.idle.put((worker, worker.generation))
 
     @property
     def ready(self) -> bool:
         return all(worker.ready for worker in self.workers)
 
     def _acquire(self) -> tuple[Worker, int] | None:
-        """An idle worker (with its generation), waiting up to the timeout; None if none became free."""
-        deadline = time.monotonic() + self.timeout_s
+        """An idle worker (with its generation), waiting up to `slot_wait_s`; None if none became free."""
+        deadline = time.monotonic() + self.slot_wait_s
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -286,10 +338,20 @@ class Function:
 
     def forward(self, path: str) -> Response:
         """Hand the current request to a worker with a free slot."""
+        started = time.monotonic()
         acquired = self._acquire()
+        if acquired is None and not any(worker.ready for worker in self.workers):
+            return Response("no function worker is ready\n", status=503)
         if acquired is None:
-            return Response("no function worker became free in time\n", status=503)
+            limit = self.inflight * len(self.workers)
+            return Response(
+                f"Concurrent request limit exceeded. Max concurrent requests: {limit}\n",
+                status=429, headers={"Retry-After": "1"},
+            )  # fmt: skip
+        time_limit = self.timeout_s - (time.monotonic() - started) - ANSWER_MARGIN_S
         worker, generation = acquired
+        if poisoned(request.get_data()):  # the chaos hook above
+            kill_poisoned(self.name, worker)
         try:
             upstream = worker.session.request(
                 request.method,
@@ -297,15 +359,15 @@ class Function:
                 params=request.args,
                 data=request.get_data(),
                 headers={k: v for k, v in request.headers if k.lower() not in ("host", "content-length")},
-                timeout=self.timeout_s,
+                timeout=time_limit,
             )
         except requests.Timeout:
             log.error(
                 "worker did not answer in time; killing it", function=self.name, worker=worker.number,
-                seconds=self.timeout_s,
+                seconds=round(time_limit, 1),
             )  # fmt: skip
             worker.kill()
-            return Response(f"function timed out after {self.timeout_s:g} s\n", status=504)
+            return Response(f"function timed out after {time_limit:.1f} s\n", status=504)
         except requests.RequestException as exc:
             log.warning(
                 "worker failed during a request", function=self.name, worker=worker.number,
@@ -422,7 +484,14 @@ def main(argv: list[str] | None = None) -> int:
         default=0,
         help="first face worker METRICS_PORT (default: right after the face workers' ports)",
     )
-    parser.add_argument("--inflight", type=int, default=2, help="requests each worker holds at once (default 2)")
+    parser.add_argument(
+        "--inflight", type=int, default=FACE_INFLIGHT,
+        help=f"requests each face-recognition worker holds at once (default {FACE_INFLIGHT})",
+    )  # fmt: skip
+    parser.add_argument(
+        "--image-inflight", type=int, default=IMAGE_INFLIGHT,
+        help=f"requests each image-classification worker holds at once (default {IMAGE_INFLIGHT})",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     logs.setup()
     settings = load_settings()
@@ -441,7 +510,9 @@ def main(argv: list[str] | None = None) -> int:
         # The classification function reads its own buckets as INPUT_BUCKET/OUTPUT_BUCKET, as deployed.
         env = {"INPUT_BUCKET": settings.image_input_bucket, "OUTPUT_BUCKET": settings.image_output_bucket}
         workers = _workers(images, IMAGE_FUNCTION_DIR, env)
-        functions.append(Function(settings.image_function_name, workers, settings.invoke_timeout_s, args.inflight))
+        functions.append(
+            Function(settings.image_function_name, workers, settings.invoke_timeout_s, args.image_inflight)
+        )
     gateway = Gateway(functions)
     gateway.supervise()
 

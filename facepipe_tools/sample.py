@@ -5,8 +5,9 @@ Face recognition: Grace Hopper (matplotlib's sample data) and Eileen Collins (sc
 "astronaut") are the people; scikit-image's coffee and cat pictures have no
 human face. The clips cover what the function must handle: several
 containers and codecs, rotation metadata, a face that appears only later, a
-small face, two people in one frame, nobody, and a still photo with EXIF
-orientation. `data/sample_mapping` lists the expected answers.
+small face, two people in one frame, a crowd (eight faces of the two people at
+three scales, 48 to 250 px wide, small ones beside large ones), nobody, and a
+still photo with EXIF orientation. `data/sample_mapping` lists the expected answers.
 
 Image classification: photos whose top ImageNet class EfficientNet-Lite0 names clearly (a
 cat, an espresso, a camera tripod, a moped, a missile), in each still format the function
@@ -107,6 +108,27 @@ def _both(out: Path) -> None:
     )  # fmt: skip
 
 
+def crowd() -> tuple[Image.Image, list]:
+    """The crowded clip's picture (1280x720) and its faces (PlacedFace): eight faces laid out
+    as the classroom of facepipe_tools.accuracy.classroom (a back row of small faces, a front
+    row of large ones), Grace Hopper at every scale, Eileen Collins small and medium only, so
+    that a detector content with the large faces misses her."""
+    from facepipe_tools.accuracy.classroom import compose, sample_portraits
+
+    hopper, collins = sample_portraits()
+    return compose([collins, hopper, hopper, collins, hopper, collins, hopper, collins], 1280, 720, by_slot=True)
+
+
+def _crowded(out: Path) -> None:
+    frame, _ = crowd()
+    still = out.with_name(out.name + ".png")
+    frame.save(still)
+    try:
+        _ffmpeg("-loop", "1", "-framerate", "10", "-t", "2", "-i", str(still), *_H264, "-f", "mp4", str(out))
+    finally:
+        still.unlink(missing_ok=True)
+
+
 def _nobody(out: Path) -> None:
     """A cup of coffee, then a cat (MPEG-4 Part 2 in QuickTime)."""
     _ffmpeg(
@@ -131,6 +153,7 @@ SAMPLE_CLIPS: dict[str, Callable[[Path], None]] = {
     "sample_collins_late.webm": _late,
     "sample_hopper_small.mkv": _small,
     "sample_both.mp4": _both,
+    "sample_crowded.mp4": _crowded,
     "sample_nobody.mov": _nobody,
     "sample_hopper_photo.jpg": _exif_photo,
 }

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import mimetypes
+import os
 import posixpath
 import sys
 import threading
@@ -165,7 +166,9 @@ def upload_files(
                 content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
                 try:
                     s3.upload_file(
-                        str(path), bucket, key,
+                        str(path),
+                        bucket,
+                        key,
                         ExtraArgs={"ContentType": content_type},
                         Callback=lambda sent: progress.advance(task, sent),
                         Config=_TRANSFER,
@@ -322,12 +325,14 @@ def judge(outcome: HttpOutcome, mapping: dict[str, MappingEntry] | dict[str, Ima
     return outcome
 
 
-def post_file(
-    session: requests.Session, url: str, path: Path, timeout_s: float, want_json: bool
-) -> HttpOutcome:
-    """POST one file as multipart field `inputFile`; never raises for HTTP or network errors."""
+def post_file(session: requests.Session, url: str, path: Path, timeout_s: float, want_json: bool) -> HttpOutcome:
+    """POST one file as multipart field `inputFile` (with the web tier's token, WEB_TOKEN, when
+    it is set); never raises for HTTP or network errors."""
     content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
     headers = {"Accept": "application/json" if want_json else "text/plain"}
+    token = os.environ.get("WEB_TOKEN", "").strip()
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
     started = time.perf_counter()
     try:
         with path.open("rb") as handle:
@@ -423,8 +428,9 @@ def run_http(
         mapping = {entry.key: entry for entry in entries}
     files = inputs(paths, console, images)
     count = len(files) if total is None else total
-    console.print(f"posting {count} request(s) from {len(files)} file(s) to {url}, {concurrency} at a time",
-                  markup=False)
+    console.print(
+        f"posting {count} request(s) from {len(files)} file(s) to {url}, {concurrency} at a time", markup=False
+    )
     summary = send_files(url, files, concurrency, total, mapping, timeout_s, console)
     for outcome in sorted(summary.failures, key=lambda o: o.path):
         console.print(f"[red]failed[/red] {escape(outcome.path.name)}: {escape(outcome.failure or '')}")
@@ -438,9 +444,7 @@ def run_http(
     )
     latency = summary.latency()
     if latency:
-        console.print(
-            f"latency: p50 {latency['p50']:.2f} s, p95 {latency['p95']:.2f} s, max {latency['max']:.2f} s"
-        )
+        console.print(f"latency: p50 {latency['p50']:.2f} s, p95 {latency['p95']:.2f} s, max {latency['max']:.2f} s")
     return 1 if summary.failures else 0
 
 
@@ -451,22 +455,41 @@ def main(argv: list[str] | None = None) -> int:
         "with --http, send them to the web tier instead and report latency percentiles and failures. "
         "--images does the same with photos for image classification.",
     )
-    parser.add_argument("paths", nargs="*", type=Path, metavar="PATH",
-                        help="files or folders (searched recursively); default: the built-in sample")
+    parser.add_argument(
+        "paths",
+        nargs="*",
+        type=Path,
+        metavar="PATH",
+        help="files or folders (searched recursively); default: the built-in sample",
+    )
     parser.add_argument("--keep", action="store_true", help="do not clear the buckets first")
-    parser.add_argument("--images", action="store_true",
-                        help="photos for image classification: IMAGE_INPUT_BUCKET, IMAGE_OUTPUT_BUCKET, and by default"
-                        " the built-in photo sample (with --http: a URL ending in /classify)")
+    parser.add_argument(
+        "--images",
+        action="store_true",
+        help="photos for image classification: IMAGE_INPUT_BUCKET, IMAGE_OUTPUT_BUCKET, and by default"
+        " the built-in photo sample (with --http: a URL ending in /classify)",
+    )
     parser.add_argument("--concurrency", type=int, default=8, help="parallel uploads or requests (default 8)")
     web = parser.add_argument_group("web tier load generator")
-    web.add_argument("--http", metavar="URL",
-                     help="POST each file to the web tier at URL (e.g. $WEB_URL, or $WEB_URL/classify for photos)"
-                     " instead of uploading to S3; exit status 1 when any request fails")
-    web.add_argument("--requests", type=int, metavar="N",
-                     help="with --http: send N requests, cycling through the files (default: one per file)")
-    web.add_argument("--mapping", type=Path, metavar="FILE",
-                     help="with --http: ask for JSON and check every answer against this mapping file"
-                     " (an image mapping, image:label|label..., for /classify)")
+    web.add_argument(
+        "--http",
+        metavar="URL",
+        help="POST each file to the web tier at URL (e.g. $WEB_URL, or $WEB_URL/classify for photos)"
+        " instead of uploading to S3; exit status 1 when any request fails",
+    )
+    web.add_argument(
+        "--requests",
+        type=int,
+        metavar="N",
+        help="with --http: send N requests, cycling through the files (default: one per file)",
+    )
+    web.add_argument(
+        "--mapping",
+        type=Path,
+        metavar="FILE",
+        help="with --http: ask for JSON and check every answer against this mapping file"
+        " (an image mapping, image:label|label..., for /classify)",
+    )
     web.add_argument("--timeout", type=float, default=300.0, help="with --http: seconds per request (default 300)")
     args = parser.parse_args(argv)
     if args.concurrency < 1:
@@ -480,9 +503,7 @@ def main(argv: list[str] | None = None) -> int:
     console = Console(stderr=False, highlight=False)
     if args.http is not None:
         try:
-            return run_http(
-                args.http, args.paths, args.concurrency, args.requests, args.mapping, args.timeout, console
-            )
+            return run_http(args.http, args.paths, args.concurrency, args.requests, args.mapping, args.timeout, console)
         except WorkloadError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2

@@ -1,4 +1,4 @@
-"""Faults, bad input and security against a local stack (`make chaos`) (see facepipe_tools/chaos.py)."""
+"""Faults, bad input and security against a local stack (`make chaos`) (see facepipe_tools/chaos/)."""
 
 import sys
 

@@ -1,4 +1,5 @@
-"""The annotated picture of a result: key frames with a box and a name on every face."""
+"""The annotated picture of a result: key frames with a box on every face, named in green when
+known, labelled "unknown" in orange otherwise."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from facepipe.faces.recognition import Recognition
 PICTURE_HEIGHT = 360
 MAX_PANELS = 4
 KNOWN_COLOUR = (46, 204, 64)  # RGB
-UNKNOWN_COLOUR = (200, 200, 200)
+UNKNOWN_COLOUR = (255, 133, 27)  # RGB, orange
 
 
 def _panel(image: np.ndarray, hits: list, scale: float) -> np.ndarray:

@@ -245,10 +245,11 @@ class FaceEncoder:
         if self._net is None:
             return self._fr.face_encodings(image, known_face_locations=list(boxes))
         dlib = self._dlib
-        shapes = dlib.full_object_detections()
+        # One chip at a time, as face_recognition's face_encodings does: dlib's batch call
+        # (get_face_chips) shares one image pyramid between the chips, and with faces of
+        # different sizes in one frame some chips come out different (seen: 6e-3 in a descriptor).
+        chips = []
         for top, right, bottom, left in boxes:
-            shapes.append(self._landmarks(image, dlib.rectangle(left, top, right, bottom)))
-        if not len(shapes):
-            return []
-        chips = dlib.get_face_chips(image, shapes, size=CHIP_SIZE, padding=CHIP_PADDING)
+            shape = self._landmarks(image, dlib.rectangle(left, top, right, bottom))
+            chips.append(dlib.get_face_chip(image, shape, size=CHIP_SIZE, padding=CHIP_PADDING))
         return [self._net.descriptor(np.asarray(chip)).astype(np.float64) for chip in chips]

@@ -2,7 +2,9 @@
 
 `compute` samples frames and recognises faces (CPU-bound); `answer` looks the people up in
 the students table and draws the picture; the CSV is `name,major,year`, one row per distinct
-known person in order of first appearance.
+known person in order of first appearance. The JSON answer also counts the distinct unknown
+faces (`unknown_faces`) and, for a damaged file answered from its usable frames, says why
+(`damage`; the function's "object answered" log line carries both).
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ class FaceRecognitionTask:
             tolerance=settings.match_tolerance,
             detect_width=settings.detect_width,
             encoder=settings.face_encoder,
+            min_face_px=getattr(settings, "min_face_px", 40),
         )
 
     def compute(self, path: Path, deadline: float | None = None) -> Recognition:
@@ -59,17 +62,20 @@ class FaceRecognitionTask:
         t = time.perf_counter()
         people = self.students.lookup(recognition.people)
         lookup_s = time.perf_counter() - t
-        metrics.FACES.labels("known").inc(len(recognition.hits) - recognition.unknown_faces)
-        metrics.FACES.labels("unknown").inc(recognition.unknown_faces)
+        metrics.FACES.labels("known").inc(len(recognition.hits) - recognition.unknown_hits)
+        metrics.FACES.labels("unknown").inc(recognition.unknown_hits)
+        details = {
+            "people": [vars(person) for person in people],
+            "faces": len(recognition.hits),
+            "unknown_faces": recognition.unknown_faces,
+            "frames": recognition.frames,
+        }
+        if recognition.damage:
+            details["damage"] = recognition.damage
         return Computed(
             csv_text=render_csv(people),
             picture=annotated_jpeg(recognition),
-            details={
-                "people": [vars(person) for person in people],
-                "faces": len(recognition.hits),
-                "unknown_faces": recognition.unknown_faces,
-                "frames": recognition.frames,
-            },
+            details=details,
             timings={"decode": recognition.decode_s, "detect": recognition.detect_s, "lookup": lookup_s},
         )
 

@@ -8,6 +8,14 @@ the current run, never alongside it, so that an old run cannot overwrite a newer
 Each function (the one `function_of` names for a bucket) has a FIFO and `workers` threads of
 its own: a backlog of slow videos does not hold up photos, and each function gets at most
 `workers` invocations at once. The backlog and in-flight gauges are kept per function too.
+
+Each function also has a *suspect lane*: `process` returns SUSPECT for a job whose object the
+function failed on before (it may be poison: a worker that dies on it also fails the requests
+it held beside it). The job then waits in the lane, a FIFO of its own, and the lane runs one
+job at a time: a worker thread that is free takes the lane's next job before anything from
+the FIFO, unless another thread runs a suspect of that function already. So suspects never
+run beside each other, nobody waits for them busily, and the other threads keep taking
+innocent objects meanwhile. A job runs in the lane to its end (`Job.suspect` is set).
 """
 
 from __future__ import annotations
@@ -15,7 +23,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -26,6 +34,10 @@ from facepipe.notifier.metrics import ACCEPTED, DUPLICATE, REJECTED, NotifierMet
 log = logs.get("facepipe.notifier")
 
 MAX_BACKLOG = 100_000
+#: What `process` returns for a job that is to wait in its function's suspect lane.
+SUSPECT = "suspect"
+
+Ident = tuple[str, str]  # bucket, key
 
 
 @dataclass
@@ -38,15 +50,22 @@ class Job:
     last_modified: datetime | None = None
     source: str = "event"
     queued_at: float = field(default_factory=time.monotonic)
+    #: The job was handed to its function's suspect lane (and runs there).
+    suspect: bool = False
+    #: What `process` keeps with a job it hands to the lane (the attempts made); the queue
+    #: does not look at it.
+    handover: object = None
 
 
 class JobQueue:
     """Queued and running jobs by (bucket, key); `process` is called for each in a worker thread
-    of its function. A job whose bucket goes to none of `functions` is rejected."""
+    of its function, and returns SUSPECT to move the job to the function's suspect lane (a job
+    already there is done whatever it returns). A job whose bucket goes to none of `functions`
+    is rejected."""
 
     def __init__(
         self,
-        process: Callable[[Job], None],
+        process: Callable[[Job], str | None],
         metrics: NotifierMetrics,
         stop: threading.Event,
         max_backlog: int = MAX_BACKLOG,
@@ -60,12 +79,13 @@ class JobQueue:
         self.max_backlog = max_backlog
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
-        self._jobs: dict[tuple[str, str], Job] = {}
-        self._running: dict[tuple[str, str], Job] = {}
-        self._rerun: dict[tuple[str, str], Job] = {}
-        self._queues: dict[str, queue.Queue[tuple[str, str] | None]] = {
-            function: queue.Queue() for function in functions
-        }
+        self._jobs: dict[Ident, Job] = {}
+        self._running: dict[Ident, Job] = {}
+        self._rerun: dict[Ident, Job] = {}
+        self._queues: dict[str, queue.Queue[Ident | None]] = {function: queue.Queue() for function in functions}
+        #: Each function's suspect lane, and the functions whose lane has a job running.
+        self._lanes: dict[str, deque[Ident]] = {function: deque() for function in self._queues}
+        self._lane_busy: set[str] = set()
         self._threads: list[tuple[threading.Thread, queue.Queue]] = []
         #: Queued, running and re-run jobs by bucket (a handful of buckets: cheap to sum per function).
         self._pending: Counter[str] = Counter()
@@ -133,38 +153,76 @@ class JobQueue:
                 self._changed.wait(remaining)
             return True
 
-    def _worker(self, work: queue.Queue) -> None:
+    def _take(self, function: str, work: queue.Queue) -> tuple[Ident, Job] | None:
+        """The next job for a worker of `function`, marked running: the suspect lane's next one
+        when no suspect of the function runs, else the next from the FIFO (waiting for one).
+        None when stopping."""
+        with self._lock:
+            if self._stop.is_set():
+                return None
+            lane = self._lanes[function]
+            if lane and function not in self._lane_busy:
+                self._lane_busy.add(function)
+                return self._mark_running(lane.popleft())
+        ident = work.get()
+        if ident is None or self._stop.is_set():
+            return None
+        with self._lock:
+            return self._mark_running(ident)
+
+    def _mark_running(self, ident: Ident) -> tuple[Ident, Job]:
+        job = self._running[ident] = self._jobs[ident]
+        self._update_gauges()
+        return ident, job
+
+    def _finish(self, function: str, work: queue.Queue, ident: Ident, job: Job, outcome: str | None) -> None:
+        """After `process`: run the job's re-run next, or hand the job to the suspect lane, or drop it."""
+        handed_over = False
+        with self._changed:
+            del self._running[ident]
+            if job.suspect:
+                self._lane_busy.discard(function)
+            rerun = self._rerun.pop(ident, None)
+            if rerun is not None and not self._stop.is_set():
+                self._jobs[ident] = rerun  # a newer version: the suspect's attempts no longer matter
+                work.put(ident)
+                self._pending[job.bucket] -= 1
+            elif outcome == SUSPECT and not job.suspect and not self._stop.is_set():
+                job.suspect = handed_over = True
+                self._lanes[function].append(ident)
+                waiting, busy = len(self._lanes[function]), function in self._lane_busy
+            else:
+                del self._jobs[ident]
+                self._pending[job.bucket] -= 1
+            self._update_gauges()
+            self._changed.notify_all()
+        if handed_over:
+            log.info(
+                "suspect queued", key=job.key, bucket=job.bucket, function=function, etag=job.etag,
+                waiting=waiting, suspect_running=busy,
+                detail="the function failed on it before: it runs alone among suspects",
+            )  # fmt: skip
+
+    def _worker(self, function: str, work: queue.Queue) -> None:
         while True:
-            ident = work.get()
-            if ident is None or self._stop.is_set():
+            taken = self._take(function, work)
+            if taken is None:
                 return
-            with self._lock:
-                job = self._jobs[ident]
-                self._running[ident] = job
-                self._update_gauges()
+            ident, job = taken
+            outcome = None
             try:
-                self._process(job)
+                outcome = self._process(job)
             except Exception:
                 log.exception("unexpected error", key=job.key, bucket=job.bucket, source=job.source)
             finally:
-                with self._changed:
-                    del self._running[ident]
-                    rerun = self._rerun.pop(ident, None)
-                    if rerun is not None and not self._stop.is_set():
-                        self._jobs[ident] = rerun
-                        work.put(ident)
-                    else:
-                        del self._jobs[ident]
-                    self._pending[job.bucket] -= 1
-                    self._update_gauges()
-                    self._changed.notify_all()
+                self._finish(function, work, ident, job, outcome)
 
     def start(self, workers: int) -> None:
         """`workers` threads for each function."""
         for function, work in self._queues.items():
             for index in range(max(1, workers)):
                 name = f"invoker-{function}-{index}" if function else f"invoker-{index}"
-                thread = threading.Thread(target=self._worker, args=(work,), name=name, daemon=True)
+                thread = threading.Thread(target=self._worker, args=(function, work), name=name, daemon=True)
                 thread.start()
                 self._threads.append((thread, work))
 

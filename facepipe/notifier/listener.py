@@ -10,7 +10,6 @@ needed: the listener asks S3 nothing. The answer is the count per outcome.
 
 from __future__ import annotations
 
-import hmac
 import json
 
 from flask import Flask, Response, jsonify, request
@@ -18,7 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from werkzeug.exceptions import HTTPException
 
 from facepipe import logs
-from facepipe.events import BadRequest, ObjectEvent, parse_records
+from facepipe.events import BadRequest, ObjectEvent, check_record_tokens, parse_records
 from facepipe.keys import validate_key
 from facepipe.notifier.jobs import Job
 from facepipe.notifier.metrics import EVENT_OUTCOMES, IGNORED, REJECTED
@@ -27,17 +26,6 @@ from facepipe.notifier.service import Notifier
 log = logs.get("facepipe.notifier")
 
 MAX_BODY_BYTES = 1024 * 1024
-
-
-def check_token(token: bytes, events: list[ObjectEvent]) -> tuple[int, str] | None:
-    """None when every record carries `token`, else (401 or 403, reason). Constant-time compare."""
-    if any(not event.opaque_data for event in events):
-        return 401, "record without opaqueData"
-    for event in events:
-        supplied = event.opaque_data if isinstance(event.opaque_data, str) else ""
-        if not token or not hmac.compare_digest(supplied.encode(), token):
-            return 403, "wrong opaqueData"
-    return None
 
 
 def _ignore_reason(notifier: Notifier, event: ObjectEvent) -> str | None:
@@ -100,11 +88,9 @@ def create_app(notifier: Notifier) -> Flask:
             return reject(400, "body is not valid JSON")
         try:
             events = parse_records(payload)
+            check_record_tokens(events, notifier.settings.notify_token)
         except BadRequest as exc:
-            return reject(400, str(exc))
-        failure = check_token(notifier.token, events)
-        if failure is not None:
-            return reject(*failure)
+            return reject(exc.status, str(exc))
         counts = handle_events(notifier, events)
         return jsonify(counts), 503 if counts[REJECTED] else 200
 

@@ -58,6 +58,12 @@ class NotifierMetrics:
             ["function"],
             registry=self.registry,
         )
+        self.dead_lettered = Counter(
+            "facerec_notifier_dead_lettered",
+            "Object versions given up on after DEAD_LETTER_ATTEMPTS failed invocations (a `failed` record written)",
+            ["function"],
+            registry=self.registry,
+        )
         self.invoke_seconds = Histogram(
             "facerec_notifier_invocation_seconds",
             "Time from the first attempt to the final outcome of one object, by function",
@@ -70,6 +76,7 @@ class NotifierMetrics:
         for function in dict.fromkeys(functions):
             for metric in (self.backlog, self.inflight, self.retries, self.reconciled, self.skipped):
                 metric.labels(function)
+            self.dead_lettered.labels(function)
             self.invoke_seconds.labels(function)
             for outcome in INVOKE_OUTCOMES:
                 self.invocations.labels(function, outcome)

@@ -23,8 +23,17 @@ bucket, so a web upload goes through exactly the path every other upload takes.
 Every upload gets its own key, so concurrent users sending files with the same name never
 see each other's answers, and a stale result of an older upload is never taken for a new one.
 
+Hostile clients: an upload is read as a stream (`formdata`): its type is decided by its first
+bytes, before the server has written anything to disk, and its size is counted as it arrives;
+the server (`server`, waitress) checks the size, the token and the origin on the headers and
+the type on the first bytes, so refused bodies are never held; the body is held once and the
+file streamed from it to S3. With WEB_TOKEN set, everything but /healthz, /metrics and the
+static files needs it (`access`); a POST from another site's page is refused (403).
+
 Modules: `app` (the `create_app` factory), one Blueprint each in `upload` (faces), `classify`
 (images), `results` and `pictures`; `intake` (what both upload routes share: storing, waiting,
-answering), `services` (what the views share), `responses` (answers in text or JSON), `store`
-(an output bucket), `media_types` (what an uploaded file is), `settings`, `cli`.
+answering), `formdata` (the upload read as a stream), `access` (token and origin), `server`
+(waitress with the early checks), `services` (what the views share), `responses` (answers in
+text or JSON), `store` (an output bucket), `media_types` (what an uploaded file is),
+`settings`, `cli`.
 """

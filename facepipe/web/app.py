@@ -1,8 +1,10 @@
 """The application factory: `create_app` builds the web tier for given settings and registers
-its Blueprints (upload, classify, results, pictures, metrics); the security headers and error
-answers are the app's."""
+its Blueprints (upload, classify, results, pictures, metrics); the access check (token,
+origin, and the server's early refusals), the security headers and error answers are the app's."""
 
 from __future__ import annotations
+
+import threading
 
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
@@ -10,8 +12,11 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from facepipe import logs
 from facepipe.clients import s3_client
 from facepipe.settings import Settings
-from facepipe.web import classify, metrics, pictures, results, services, upload
+from facepipe.web import access, classify, metrics, pictures, results, services, upload
+from facepipe.web.access import Refusal
+from facepipe.web.formdata import SNIFF_WINDOW
 from facepipe.web.responses import reject
+from facepipe.web.server import UPLOADS
 from facepipe.web.services import Services
 from facepipe.web.settings import WebSettings
 from facepipe.web.store import ResultStore
@@ -19,7 +24,7 @@ from facepipe.web.store import ResultStore
 log = logs.get("facepipe.web")
 
 #: Allowance for the multipart framing around the file itself.
-MULTIPART_OVERHEAD = 64 * 1024
+MULTIPART_OVERHEAD = SNIFF_WINDOW
 CONTENT_SECURITY_POLICY = (
     "default-src 'none'; img-src 'self'; script-src 'self'; style-src 'self'; connect-src 'self'; "
     "form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
@@ -37,13 +42,16 @@ def create_app(settings: Settings, web: WebSettings | None = None, s3=None) -> F
         s3=s3,
         store=ResultStore(s3, settings.output_bucket),
         image_store=ResultStore(s3, settings.image_output_bucket),
+        sends=threading.BoundedSemaphore(web.concurrent_sends),
     )
 
     app = Flask(__name__)  # templates/ and static/ beside this module
     app.config["MAX_CONTENT_LENGTH"] = shared.max_upload_bytes + MULTIPART_OVERHEAD
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions[services.EXTENSION] = shared
+    app.extensions[UPLOADS] = {"/": upload.ACCEPTS, "/classify": classify.ACCEPTS}
 
+    app.before_request(check_access)
     app.after_request(security_headers)
     app.register_error_handler(RequestEntityTooLarge, too_large)
     app.register_error_handler(HTTPException, http_error)
@@ -56,10 +64,32 @@ def create_app(settings: Settings, web: WebSettings | None = None, s3=None) -> F
     return app
 
 
+def check_access() -> Response | None:
+    """Answer a request the server refused before reading its body, or one without the token
+    (WEB_TOKEN) or from a foreign origin; None lets it through."""
+    refusal: Refusal | None = request.environ.get(access.ENVIRON_KEY)
+    early = refusal is not None
+    if refusal is None:
+        refusal = access.check(services.current().web, request.method, request.path, request.headers.get)
+    if refusal is None:
+        return None
+    log.info(
+        "request refused", method=request.method, path=request.path, outcome="rejected", status=refusal.status,
+        detail=refusal.message, before_body=early,
+    )  # fmt: skip
+    response = reject(refusal.status, refusal.message)
+    for name, value in refusal.headers:
+        response.headers.add(name, value)
+    return response
+
+
 def security_headers(response: Response) -> Response:
     response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
-    response.headers.setdefault("Referrer-Policy", "no-referrer")
+    # Never a referrer to other sites; `same-origin`, not `no-referrer`, so that the upload
+    # form's POST carries its real Origin (under `no-referrer` browsers send `Origin: null`,
+    # which the origin check refuses).
+    response.headers.setdefault("Referrer-Policy", "same-origin")
     return response
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 from flask import Blueprint, Response
 
 from facepipe.web import intake, services
+from facepipe.web.formdata import Accepts
 from facepipe.web.intake import Channel
 from facepipe.web.media_types import image_name
 from facepipe.web.services import Services
@@ -17,6 +18,8 @@ bp = Blueprint("classify", __name__)
 #: The file's multipart field: ours first, then `myfile`, the one the older CSE546 workload
 #: generator sends.
 FORM_FIELDS = ("inputFile", "myfile")
+#: Photos (by content), in either field.
+ACCEPTS = Accepts(fields=FORM_FIELDS, stored_name=image_name)
 
 
 def _labels(answer: Answer | None) -> dict:
@@ -33,10 +36,9 @@ def channel(svc: Services) -> Channel:
         function=svc.settings.image_function_name,
         input_bucket=svc.settings.image_input_bucket,
         store=svc.image_store,
-        fields=FORM_FIELDS,
+        accepts=ACCEPTS,
         result_endpoint="classify.result",
         picture_endpoint="pictures.classified",
-        stored_name=image_name,
         details=_labels,
         summary=_top_label,
     )

@@ -6,12 +6,12 @@ import argparse
 import os
 import sys
 
-from waitress import serve
-
 from facepipe import logs
 from facepipe.clients import s3_client
 from facepipe.settings import SettingsError, load_settings
+from facepipe.web.access import is_loopback
 from facepipe.web.app import create_app
+from facepipe.web.server import make_server
 from facepipe.web.settings import load_web_settings
 
 log = logs.get("facepipe.web")
@@ -30,19 +30,19 @@ def main(argv: list[str] | None = None) -> int:
     except (SettingsError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if not is_loopback(args.host) and not web.token:
+        print(
+            f"error: the web tier would listen on {args.host}, which other machines reach, without a token: "
+            "set WEB_TOKEN (or the secret file web-token in SECRETS_DIR), or listen on 127.0.0.1",
+            file=sys.stderr,
+        )
+        return 2
     app = create_app(settings, web, s3=s3_client(settings, max_pool_connections=web.threads + 4, caller="web"))
     log.info(
         "serving", url=f"http://{args.host}:{args.port}/", input_bucket=settings.input_bucket,
         output_bucket=settings.output_bucket, image_input_bucket=settings.image_input_bucket,
         image_output_bucket=settings.image_output_bucket, threads=web.threads, result_timeout_s=web.result_timeout_s,
+        token=bool(web.token), allowed_origins=",".join(web.allowed_origins),
     )  # fmt: skip
-    serve(
-        app,
-        host=args.host,
-        port=args.port,
-        threads=web.threads,
-        connection_limit=max(1000, web.threads * 4),
-        max_request_body_size=app.config["MAX_CONTENT_LENGTH"] + 1024 * 1024,
-        ident="facepipe-web",
-    )
+    make_server(app, args.host, args.port, web).run()
     return 0

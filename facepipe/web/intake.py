@@ -8,14 +8,13 @@ A `Channel` says what differs: the buckets, the accepted files, the result's own
 
 from __future__ import annotations
 
+import io
 import mimetypes
-import os
 import posixpath
 import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import IO
 
 from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import BotoCoreError, ClientError
@@ -24,7 +23,8 @@ from flask import Response, jsonify, request, url_for
 from facepipe import answers, keys, logs
 from facepipe.answers import Version
 from facepipe.clients import is_missing
-from facepipe.web.media_types import SNIFF_BYTES, UnsupportedMedia, clean_name, display_stem
+from facepipe.web.formdata import Accepts, FileStream, UploadRejected, UploadScanner
+from facepipe.web.media_types import display_stem
 from facepipe.web.responses import iso_time, picture_url, plain, reject, wants_json
 from facepipe.web.services import Services
 from facepipe.web.store import Answer, ResultStore
@@ -33,7 +33,9 @@ log = logs.get("facepipe.web")
 
 #: Web uploads go under this prefix of the input bucket: `web/<id>/<original file name>`.
 WEB_PREFIX = "web/"
-_TRANSFER = TransferConfig(use_threads=False)
+#: One part in memory at a time, 5 MiB (S3's smallest part): an upload is read from the request
+#: body while it is sent, so what it holds in memory is one part (see WEB_CONCURRENT_SENDS).
+_TRANSFER = TransferConfig(use_threads=False, multipart_threshold=5 * 1024 * 1024, multipart_chunksize=5 * 1024 * 1024)
 
 
 @dataclass(frozen=True)
@@ -43,19 +45,11 @@ class Channel:
     function: str  # its name, for the logs
     input_bucket: str
     store: ResultStore  # its output bucket
-    fields: tuple[str, ...]  # multipart field names of the file; the first is the one documented
+    accepts: Accepts  # the file's field names, the name it is stored under
     result_endpoint: str  # the view of GET .../result/<key>
     picture_endpoint: str  # the view serving `<stem>.jpg` of its output bucket
-    stored_name: Callable[[str, bytes], str]  # (name, first bytes) -> name as stored; UnsupportedMedia
     details: Callable[[Answer | None], dict]  # the result's own JSON fields (people, labels)
     summary: Callable[[Answer], str]  # what follows `<stem>:` in the text answer
-
-
-class UploadRejected(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
 
 
 @dataclass(frozen=True)
@@ -66,46 +60,24 @@ class Upload:
     content_type: str
 
 
-def _size_of(stream: IO[bytes]) -> int:
-    stream.seek(0, os.SEEK_END)
-    size = stream.tell()
-    stream.seek(0)
-    return size
-
-
-def _posted_file(channel: Channel):
-    for field in channel.fields:
-        file = request.files.get(field)
-        if file is not None and file.filename:
-            return file
-    field = channel.fields[0]
-    url = request.url_root.rstrip("/") + request.path
-    raise UploadRejected(400, f"no file: send it as multipart form field {field!r} (curl -F {field}=@FILE {url})")
-
-
 def store_upload(svc: Services, channel: Channel) -> Upload:
-    """Check the posted file and store it in the channel's input bucket under a fresh key."""
-    file = _posted_file(channel)
-    name = clean_name(file.filename or "")
-    if not name:
-        raise UploadRejected(400, f"unusable file name {file.filename!r}")
-    stream = file.stream
-    size = _size_of(stream)
-    limit = svc.max_upload_bytes
-    if size == 0:
-        raise UploadRejected(400, f"{name} is empty")
-    if size > limit:
-        raise UploadRejected(413, f"{name} is {size} bytes; the limit is {limit} bytes")
-    head = stream.read(SNIFF_BYTES)
-    stream.seek(0)
-    try:
-        stored_name = channel.stored_name(name, head)
-    except UnsupportedMedia as exc:
-        raise UploadRejected(415, str(exc)) from None
+    """Store the posted file in the channel's input bucket under a fresh key, streamed from
+    the request body: its type is decided by its first bytes before the rest is read, its size
+    is counted while it is read and sent on (UploadRejected). Never `request.files`: that
+    would copy the file to a temporary file first."""
+    url = request.url_root.rstrip("/") + request.path
+    scanner = UploadScanner(request.content_type or "", channel.accepts, svc.max_upload_bytes, url)
+    file = FileStream(request.stream, scanner)
+    stored_name = file.start()
+    assert scanner.name is not None
     key = keys.validate_key(f"{WEB_PREFIX}{secrets.token_hex(8)}/{stored_name}")
     content_type = mimetypes.guess_type(stored_name)[0] or "application/octet-stream"
-    svc.s3.upload_fileobj(stream, channel.input_bucket, key, ExtraArgs={"ContentType": content_type}, Config=_TRANSFER)
-    return Upload(name=name, key=key, size=size, content_type=content_type)
+    body = io.BufferedReader(file)  # read(n) gives n bytes: every part but the last is full-size
+    with svc.sends:
+        svc.s3.upload_fileobj(
+            body, channel.input_bucket, key, ExtraArgs={"ContentType": content_type}, Config=_TRANSFER
+        )
+    return Upload(name=scanner.name, key=key, size=scanner.size, content_type=content_type)
 
 
 def wait_for_answer(store: ResultStore, key: str, timeout_s: float, poll_s: float) -> Answer | None:

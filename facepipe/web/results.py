@@ -1,6 +1,10 @@
 """The results page: every processed video and every classified image, newest first
 (`/results`), the tables the page refreshes itself with (`/results/rows`) and the same as JSON
-(`/results.json`: the videos at the top level, the images under "images")."""
+(`/results.json`: the videos at the top level, the images under "images").
+
+An error record is a row with status "error"; a dead letter (error `failed`: the notifier gave
+up after the function crashed or timed out on the object again and again) also carries the
+number of `attempts` and is shown as "failed after N attempts" with the last error."""
 
 from __future__ import annotations
 
@@ -14,7 +18,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from flask import Blueprint, Response, jsonify, render_template, request
 
 from facepipe import logs
-from facepipe.answers import AnswerBody
+from facepipe.answers import FAILED, AnswerBody
 from facepipe.web import services
 from facepipe.web.responses import iso_time, picture_url, reject
 from facepipe.web.services import Services
@@ -39,6 +43,8 @@ def _row_base(store: ResultStore, row: Row, picture_endpoint: str) -> tuple[dict
         "output_key": row.answer.key,
         "status": "error" if error else "done",
         "error": error,
+        # A dead letter's failed invocations (None for every other row).
+        "attempts": error.get("attempts") if error and error["error"] == FAILED else None,
         "picture_key": row.picture.key if row.picture else None,
         "picture_url": picture_url(row.picture, picture_endpoint),
         "processed_at": iso_time(row.answer.modified),

@@ -3,7 +3,8 @@ holder per app, kept on `app.extensions` by `create_app` and reached with `curre
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from typing import Any
 
 from flask import Flask, current_app
@@ -22,6 +23,7 @@ class Services:
     s3: Any  # a boto3 S3 client
     store: ResultStore  # the face function's output bucket (OUTPUT_BUCKET)
     image_store: ResultStore  # the classification function's (IMAGE_OUTPUT_BUCKET)
+    sends: threading.Semaphore = field(default_factory=lambda: threading.Semaphore(16))  # WEB_CONCURRENT_SENDS
 
     @property
     def max_upload_bytes(self) -> int:

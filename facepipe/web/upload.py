@@ -6,16 +6,19 @@ from __future__ import annotations
 from flask import Blueprint, Response, render_template
 
 from facepipe.web import intake, services
+from facepipe.web.formdata import Accepts
 from facepipe.web.intake import WEB_PREFIX, Channel
 from facepipe.web.media_types import media_name
 from facepipe.web.services import Services
 from facepipe.web.store import Answer
 
-__all__ = ["FORM_FIELD", "WEB_PREFIX", "bp", "channel"]
+__all__ = ["ACCEPTS", "FORM_FIELD", "WEB_PREFIX", "bp", "channel"]
 
 bp = Blueprint("upload", __name__)
 
 FORM_FIELD = "inputFile"
+#: Images and videos (by name and content), in field `inputFile`.
+ACCEPTS = Accepts(fields=(FORM_FIELD,), stored_name=media_name)
 
 
 def _people(answer: Answer | None) -> dict:
@@ -32,10 +35,9 @@ def channel(svc: Services) -> Channel:
         function=svc.settings.function_name,
         input_bucket=svc.settings.input_bucket,
         store=svc.store,
-        fields=(FORM_FIELD,),
+        accepts=ACCEPTS,
         result_endpoint="upload.result",
         picture_endpoint="pictures.picture",
-        stored_name=media_name,
         details=_people,
         summary=_names,
     )
@@ -44,7 +46,9 @@ def channel(svc: Services) -> Channel:
 @bp.get("/")
 def form() -> str:
     svc = services.current()
-    return render_template("index.html", max_upload=svc.max_upload_bytes, timeout_s=svc.web.result_timeout_s)
+    return render_template(
+        "index.html", max_upload=svc.max_upload_bytes, timeout_s=svc.web.result_timeout_s, token=bool(svc.web.token)
+    )
 
 
 @bp.post("/")

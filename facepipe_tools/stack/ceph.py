@@ -1,9 +1,15 @@
 """Single-node Ceph: its ceph.conf, the bootstrap (mkfs of one mon and one memstore OSD),
-the three daemons (mon, osd, RGW) and the RGW user whose keys the stack hands out."""
+the three daemons (mon, osd, RGW) and the RGW user whose keys the stack hands out.
+
+Keys never go on a command line (anyone on the host can read it in `ps`): `radosgw-admin` gets
+the S3 keys through CEPH_ARGS in its environment, which Ceph reads as more arguments, and the
+OSD's cephx key goes to `ceph osd new` on stdin. Nor does a key reach an error text: a failing
+tool's command line and output are redacted (`redact`) before they go into a StackError."""
 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import socket
 import struct
@@ -19,6 +25,42 @@ from facepipe_tools.stack.config import HOST, StackConfig
 CEPH_BINARIES = ("ceph", "ceph-authtool", "monmaptool", "ceph-mon", "ceph-osd", "radosgw", "radosgw-admin")
 RGW_NAME = "client.rgw.local"
 RGW_UID = "facepipe"
+
+
+#: Options whose value is a credential, shown as `***` in a command line.
+SECRET_OPTIONS = frozenset({"--access-key", "--secret-key", "--secret", "--key"})
+#: A credential in a tool's output: JSON members (`"secret_key": "..."`) and keyring lines
+#: (`key = ...`).
+_SECRET_JSON = re.compile(r'("(?:access_key|secret_key|secret|key)"\s*:\s*")((?:[^"\\]|\\.)*)"', re.IGNORECASE)
+_SECRET_LINE = re.compile(r"(?m)^(\s*key\s*=\s*)(\S+)")
+REDACTED = "***"
+
+
+def redact(text: str, secrets: tuple[str, ...] = ()) -> str:
+    """`text` without credentials: the values of the JSON members and keyring lines that hold
+    one, wherever else they appear too, and any of `secrets` (the values the caller knows)."""
+    found = [m.group(2) for pattern in (_SECRET_JSON, _SECRET_LINE) for m in pattern.finditer(text)]
+    for value in sorted({v for v in (*secrets, *found) if v}, key=len, reverse=True):
+        text = text.replace(value, REDACTED)
+    text = _SECRET_JSON.sub(lambda m: f'{m.group(1)}{REDACTED}"', text)
+    return _SECRET_LINE.sub(lambda m: m.group(1) + REDACTED, text)
+
+
+def shown_command(cmd: list[str]) -> str:
+    """A command line for an error text, with the values of SECRET_OPTIONS replaced."""
+    shown = []
+    for index, arg in enumerate(cmd):
+        secret_value = index > 0 and cmd[index - 1] in SECRET_OPTIONS
+        shown.append(REDACTED if secret_value else arg)
+    return " ".join(shown)
+
+
+def ceph_args(options: dict[str, str]) -> str:
+    """CEPH_ARGS for `options` (Ceph splits it on whitespace, so no value may contain any)."""
+    for option, value in options.items():
+        if not value or any(char.isspace() for char in value):
+            raise StackError(f"{option} must be a non-empty value without whitespace")
+    return " ".join(f"{option} {value}" for option, value in options.items())
 
 
 def missing_ceph_binaries() -> list[str]:
@@ -92,7 +134,7 @@ memstore device bytes = {8 << 30}
 log file = {log}/ceph-$name.log
 
 [{RGW_NAME}]
-rgw frontends = beast endpoint={HOST}:{config.rgw_port}
+rgw frontends = beast tcp_nodelay=1 endpoint={HOST}:{config.rgw_port}
 rgw data = {ceph}/rgw
 admin socket = {s}/run/ceph-$name.asok
 log file = {log}/ceph-$name.log
@@ -207,7 +249,18 @@ class CephTools:
     def __init__(self, paths: StackPaths, config: StackConfig, env: dict[str, str]) -> None:
         self.paths = paths
         self.config = config
-        self.env = env
+        self.env = {name: value for name, value in env.items() if name != "CEPH_ARGS"}
+
+    def _known_secrets(self, extra: tuple[str, ...] = ()) -> tuple[str, ...]:
+        c = self.config
+        return (c.s3_access_key_id, c.s3_secret_access_key, c.aws_secret_access_key, c.notify_token, *extra)
+
+    def _failure(
+        self, what: str, cmd: list[str], output: str = "", log: Path | None = None, secrets: tuple[str, ...] = ()
+    ) -> StackError:
+        """A StackError for a failed or timed-out tool, with no credential in its text."""
+        known = self._known_secrets(tuple(secrets))
+        return StackError(redact(f"{what}: {shown_command(cmd)}", known), log=log, output=redact(output.strip(), known))
 
     def offline(self, cmd: list[str]) -> str:
         """Run an offline tool (ceph-authtool, monmaptool, mkfs), which needs no CEPH_CONF."""
@@ -215,30 +268,40 @@ class CephTools:
         try:
             done = subprocess.run(cmd, capture_output=True, text=True, timeout=60, env=env)
         except subprocess.TimeoutExpired:
-            raise StackError(f"timed out: {' '.join(cmd)}") from None
+            raise self._failure("timed out", cmd) from None
         if done.returncode != 0:
-            raise StackError(f"failed ({done.returncode}): {' '.join(cmd)}", output=(done.stdout + done.stderr).strip())
+            raise self._failure(f"failed ({done.returncode})", cmd, done.stdout + done.stderr)
         return done.stdout
 
-    def run(self, *args: str, stdin: str | None = None, timeout: float = 60.0, log: str = "mon") -> str:
+    def run(
+        self,
+        *args: str,
+        stdin: str | None = None,
+        timeout: float = 60.0,
+        log: str = "mon",
+        secret_options: dict[str, str] | None = None,
+    ) -> str:
         """Run a tool against the cluster; StackError with its output (and the daemon log
-        named by `log`) when it fails."""
+        named by `log`) when it fails, credentials redacted. `secret_options` (option ->
+        value, e.g. `--secret-key`) reach the tool through CEPH_ARGS, never its argv."""
         tool, rest = args[0], list(args[1:])
         cmd = [tool, "-c", str(self.paths.conf_path), *rest]
         if tool == "ceph":
             cmd[3:3] = ["--connect-timeout", str(int(timeout))]
+        env = self.env
+        secrets = tuple((secret_options or {}).values())
+        if secret_options:
+            env = {**self.env, "CEPH_ARGS": ceph_args(secret_options)}
         try:
             done = subprocess.run(
-                cmd, input=stdin, capture_output=True, text=True, timeout=timeout + 5, env=self.env,
+                cmd, input=stdin, capture_output=True, text=True, timeout=timeout + 5, env=env,
                 cwd=self.paths.state_dir,
             )  # fmt: skip
         except subprocess.TimeoutExpired:
-            raise StackError(f"timed out: {' '.join(cmd)}", log=self.paths.log_path(log)) from None
+            raise self._failure("timed out", cmd, log=self.paths.log_path(log), secrets=secrets) from None
         if done.returncode != 0:
-            raise StackError(
-                f"failed ({done.returncode}): {' '.join(cmd)}",
-                log=self.paths.log_path(log),
-                output=(done.stdout + done.stderr).strip(),
+            raise self._failure(
+                f"failed ({done.returncode})", cmd, done.stdout + done.stderr, self.paths.log_path(log), secrets
             )
         return done.stdout
 
@@ -301,17 +364,17 @@ class CephTools:
             info = json.loads(self.run("radosgw-admin", "user", "info", "--uid", RGW_UID, log="rgw"))
         except StackError:
             info = None
+        keys = {"--access-key": c.s3_access_key_id, "--secret-key": c.s3_secret_access_key}
         if info is not None:
-            keys = {(k["access_key"], k["secret_key"]) for k in info.get("keys", [])}
-            if (c.s3_access_key_id, c.s3_secret_access_key) in keys:
+            existing = {(k["access_key"], k["secret_key"]) for k in info.get("keys", [])}
+            if (c.s3_access_key_id, c.s3_secret_access_key) in existing:
                 return False
             self.run(
-                "radosgw-admin", "key", "create", "--uid", RGW_UID, "--key-type", "s3",
-                "--access-key", c.s3_access_key_id, "--secret-key", c.s3_secret_access_key, log="rgw",
-            )  # fmt: skip
+                "radosgw-admin", "key", "create", "--uid", RGW_UID, "--key-type", "s3", log="rgw", secret_options=keys
+            )
         else:
             self.run(
                 "radosgw-admin", "user", "create", "--uid", RGW_UID, "--display-name", "facepipe local stack",
-                "--access-key", c.s3_access_key_id, "--secret-key", c.s3_secret_access_key, log="rgw",
+                log="rgw", secret_options=keys,
             )  # fmt: skip
         return True

@@ -46,7 +46,7 @@ from facepipe_tools.stack.config import (
 )
 from facepipe_tools.stack.dynamodb import UPLOAD_DATA, DynamoDB, upload_data_command
 from facepipe_tools.stack.function import FunctionRunner, classifier_model, worker_known_faces
-from facepipe_tools.stack.notifier import Notifier, setup_command
+from facepipe_tools.stack.notifier import Notifier, notifier_concurrency, setup_command
 from facepipe_tools.stack.processes import Daemons
 from facepipe_tools.stack.prometheus import Prometheus, prometheus_binary
 from facepipe_tools.stack.web import Web
@@ -243,6 +243,7 @@ class LocalStack:
             env_name("routes_table"): ",".join(map(str, self.routes())),
             "NOTIFY_TOKEN": c.notify_token,
             "NOTIFY_URL": f"http://{HOST}:{c.notifier_port}/",
+            env_name("notifier_concurrency"): str(notifier_concurrency(c)),
             "KNOWN_FACES": worker_known_faces(self._paths, c),
             "WEB_URL": f"http://{HOST}:{c.web_port}/",
             **({"PROMETHEUS_URL": f"http://{HOST}:{c.prometheus_port}/"} if c.prometheus else {}),
@@ -251,7 +252,12 @@ class LocalStack:
     def settings(self) -> Settings:
         """Settings for this stack, built from `settings_env()` alone (no `.env`, no secrets)."""
         env = self.settings_env()
-        values = {f.name: env[env_name(f.name)] for f in fields(Settings) if env_name(f.name) in env}
+        values: dict[str, object] = {}
+        for setting in fields(Settings):
+            raw = env.get(env_name(setting.name))
+            if raw is not None:
+                number = isinstance(setting.default, int | float) and not isinstance(setting.default, bool)
+                values[setting.name] = type(setting.default)(raw) if number else raw
         return Settings(**values)
 
     def child_env(self) -> dict[str, str]:

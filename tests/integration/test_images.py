@@ -240,7 +240,7 @@ def test_function_image_without_known_faces_is_never_ready(containers: Container
     assert body.startswith("not ready:") and "missing" in body
     assert not lock_present(container)
     answer = invoke(container, "anything.mp4")
-    assert answer.status_code == 500 and "not configured" in answer.json()["error"]
+    assert answer.status_code == 503 and "not configured" in answer.json()["error"]
 
 
 def test_function_image_runs_as_non_root_on_a_read_only_root(containers: Containers, backend: dict) -> None:

@@ -136,5 +136,34 @@ def test_load_generator_against_the_web_tier(
         cwd=REPO_ROOT, env=stack_env, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "8 ok, 0 failed; 8 checked against the mapping" in done.stdout
+    count = len(SAMPLE_MAPPING)  # one request per sample file
+    assert f"{count} ok, 0 failed; {count} checked against the mapping" in done.stdout
     assert "latency: p50" in done.stdout
+
+
+def test_hostile_uploads_are_refused_early_by_the_running_web_tier(
+    local_stack: LocalStack, stack_settings: Settings, tmp_path: Path
+) -> None:
+    """The web tier as the stack runs it (web/app.py under waitress): a 2 MB text file named
+    like a video is refused from its first bytes (counted as refused before its body by the
+    server itself), a POST from another site's page is refused, and neither is stored."""
+    url = web_url(local_stack)
+    s3 = s3_client(stack_settings)
+
+    def web_keys() -> set[str]:
+        listing = s3.list_objects_v2(Bucket=stack_settings.input_bucket, Prefix="web/")
+        return {obj["Key"] for obj in listing.get("Contents", [])}
+
+    before = web_keys()
+    fake = tmp_path / "lecture.mp4"
+    fake.write_bytes(b"this is a text file, not a video\n" * 64_000)
+    response = post(url, fake)
+    assert response.status_code == 415, response.text
+    assert response.json()["status"] == "rejected" and "holds text" in response.json()["error"]
+    metrics = requests.get(url + "metrics", timeout=30).text
+    assert 'facepipe_web_refused_early_total{status="415"}' in metrics
+    with (tmp_path / "lecture.mp4").open("rb") as handle:
+        foreign = requests.post(url, files={"inputFile": ("clip.mp4", handle)}, timeout=60,
+                                headers={"Origin": "http://evil.example", "Accept": "application/json"})  # fmt: skip
+    assert foreign.status_code == 403 and "cross-origin" in foreign.json()["error"]
+    assert web_keys() == before

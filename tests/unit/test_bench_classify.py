@@ -133,6 +133,21 @@ def test_different_wrong_or_missing_answers_are_problems() -> None:
     assert "3/4 correct" in problems and "idle a.jpg" in problems
 
 
+def test_report_gives_the_stack_cpu_per_image_and_the_cores_bound(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The stack's and the bench's CPU, not the rest of the machine's: the load-independent figure."""
+    monkeypatch.setattr(bench_classify.os, "cpu_count", lambda: 2)
+    measured = run()
+    measured.cpu_s = {"rgw": 0.1, "function workers": 0.2, "bench (uploads, polling)": 0.02, "machine": 5.0}
+    report = build_report([photo("a.jpg", 0.02, 1.0)], measured, [], [], rounds=1)
+    assert report["e2e_stack_cpu_ms_per_image"] == pytest.approx(80.0)  # 0.32 s over 4 images
+    assert report["e2e_cpu_bound_s"] == pytest.approx(0.16)
+    assert report["e2e_cpu_s"]["other"] == pytest.approx(4.68)
+    out = io.StringIO()
+    bench_classify.render(report, [], measured, [], Console(file=out, width=200))
+    assert "80 ms CPU per image" in out.getvalue()
+    assert "e2e_cpu_bound_s" not in build_report([], run(), [], [], rounds=1)  # no CPU figures measured
+
+
 def test_report_without_measurements_is_null() -> None:
     report = build_report([], None, [], [], rounds=3)
     assert all(report[key] is None for key in REQUIRED_KEYS)

@@ -1,22 +1,41 @@
-"""The chaos run's arithmetic on the function workers' metrics, and the memory scenario's
-pieces (the rest runs on real stacks: tests/integration/test_faults.py and test_bad_input.py)."""
+"""The chaos run's arithmetic on the function workers' metrics, the memory and poison
+scenarios' judgements, the report's counts, the kinds of bad input, the known-faces cases
+and the runner's poison hook (the rest runs on real stacks: tests/integration/test_faults.py
+and test_bad_input.py)."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
 
 from facepipe_tools import hostile_media
 from facepipe_tools.chaos import (
+    CHAOS_ENV,
     WORKER_RSS_LIMIT_MB,
+    CaseResult,
+    Clip,
     MemoryResult,
+    PoisonResult,
     RssSampler,
     ScenarioResult,
+    bad_input_cases,
+    interleave,
     memory_table,
+    poison_line,
     recognitions_between,
     scenario_table,
     summary_json,
     vmhwm_mb,
 )
+from facepipe_tools.chaos.cases import known_faces_case
+from facepipe_tools.chaos.scenarios import judge_answer
+from facepipe_tools.chaos.stack import IMAGES, POISON_MARK
+from facepipe_tools.function_runner import POISON_KEYS_ENV, poisoned
+from facepipe_tools.mapping import ImageEntry
 from facepipe_tools.metrics_client import Samples, parse
 
 
@@ -104,3 +123,83 @@ def test_hostile_answers_are_judged_by_what_each_case_accepts() -> None:
     assert hostile_media.judge(cases["hls-playlist.mp4"], "csv", ["mr_bean"], people) is not None
     assert hostile_media.judge(cases["hls-playlist.mp4"], "timeout", "", people) is not None
     assert len(cases) == len(hostile_media.CASES)  # names are unique: they are the keys uploaded
+
+
+# ----------------------------------------------------------------------------- the kinds of bad input
+
+
+def test_make_chaos_tries_at_least_fifty_kinds_of_bad_input_of_every_class() -> None:
+    cases = bad_input_cases()
+    names = [case.name for case in cases]
+    assert len(set(names)) == len(names)
+    assert len(cases) + len(hostile_media.CASES) >= 50
+    for prefix in ("key-", "notification", "function-records-", "web-", "known-faces-", "image-"):
+        assert any(name.startswith(prefix) for name in names), prefix
+    assert any(case.kind == IMAGES and case.expect[0] == "error" for case in cases if case.key)  # type: ignore[index]
+    assert {"hls-playlist.mp4", "ffconcat.mp4", "session.sdp"} <= {case.name for case in hostile_media.CASES}
+
+
+def test_the_counts_are_kinds_of_bad_input_not_the_checks_after_them() -> None:
+    bad = [
+        CaseResult("empty-object", "", True),
+        CaseResult("web-cross-origin", "", False, "HTTP 200"),
+        CaseResult("still-serving", "", True, check=True),
+        CaseResult("no-leftovers", "", False, "temp files", check=True),
+    ]
+    memory = MemoryResult(files=42, answered=42, failed=["a.png: no answer"], max_worker_rss_mb=500)
+    summary = json.loads(summary_json([], bad, memory))
+    assert (summary["bad_inputs_tried"], summary["bad_inputs_failed"], summary["checks_failed"]) == (44, 2, 1)
+    assert json.loads(summary_json([], bad))["bad_inputs_tried"] == 2
+
+
+def test_known_faces_files_are_refused_by_the_convert_cli(tmp_path: Path) -> None:
+    """Two of the hostile known-faces files through the real CLI (each case is a process)."""
+    ctx = SimpleNamespace(media_dir=tmp_path)
+    for name in ("code-exec", "huge-bytes"):
+        assert known_faces_case(name)(ctx) is None, name  # type: ignore[arg-type]
+    assert not list((tmp_path / "known-faces").glob("*.ran"))
+
+
+# ----------------------------------------------------------------------------- images and the poison object
+
+
+def test_photos_are_spread_among_the_clips_and_judged_by_their_labels() -> None:
+    clips = [Clip(f"v{i}.mp4", Path("v.mp4")) for i in range(6)]
+    photos = [Clip(f"p{i}.jpg", Path("p.jpg"), ImageEntry(f"p{i}.jpg", ("espresso",)), IMAGES) for i in range(3)]
+    merged = interleave(clips, photos)
+    assert [clip.key for clip in merged] == ["v0.mp4", "v1.mp4", "p0.jpg", "v2.mp4", "v3.mp4", "p1.jpg", "v4.mp4",
+                                             "v5.mp4", "p2.jpg"]  # fmt: skip
+    assert interleave(clips, []) == clips
+    entry = ImageEntry("c.jpg", ("espresso",))
+    assert judge_answer(entry, "rank,label,score\n1,espresso,0.9\n2,cup,0.05\n", IMAGES) is None
+    assert "not 'espresso'" in (judge_answer(entry, "rank,label,score\n1,cup,0.9\n", IMAGES) or "")
+    row = ScenarioResult("baseline", videos=4, images=2, results=6)
+    assert row.passed and row.to_json()["images"] == 2
+    assert not ScenarioResult("baseline", videos=4, images=2, results=4).passed
+
+
+def test_the_poison_scenario_passes_only_when_dead_lettered_after_the_attempts() -> None:
+    good = PoisonResult(videos=12, answered=12, poison_answer="failed", stamped=True, dead_letter_attempts=3,
+                        attempts=3, kills=3, worker_restarts=3, attempts_after=0)  # fmt: skip
+    assert good.passed
+    assert good.to_json()["dead_lettered"] is True
+    assert replace(good, kills=2).passed  # one attempt ended as a timeout instead
+    assert not replace(good, attempts=5).passed  # retried beyond the limit
+    assert not replace(good, kills=4).passed
+    assert not replace(good, kills=0).passed  # never even tried
+    assert not replace(good, attempts_after=1).passed  # invoked again after the dead letter
+    assert not replace(good, stamped=False).passed  # the reconciler would not take it as the answer
+    assert not replace(good, poison_answer="").passed
+    assert not replace(good, answered=11).passed
+    assert "dead-lettered after 3 failed attempts" in poison_line(good)
+    assert json.loads(summary_json([], [], poison=good))["poison"]["attempts"] == 3
+
+
+def test_the_runner_hook_kills_only_for_poison_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    body = json.dumps({"bucket": "input", "key": "lecture/chaos-poison.mp4"}).encode()
+    monkeypatch.delenv(POISON_KEYS_ENV, raising=False)
+    assert not poisoned(body)
+    monkeypatch.setenv(POISON_KEYS_ENV, f" other-mark ,{POISON_MARK}")
+    assert poisoned(body)
+    assert not poisoned(json.dumps({"bucket": "input", "key": "lecture/clip.mp4"}).encode())
+    assert CHAOS_ENV[POISON_KEYS_ENV] == POISON_MARK

@@ -37,6 +37,7 @@ ENV = {
     "S3_SECRET_ACCESS_KEY": "test",
     "MAX_OBJECT_BYTES": "3000000",
     "SECRETS_DIR": "/nonexistent",
+    "NOTIFY_TOKEN": "tok",
 }
 
 
@@ -185,9 +186,14 @@ def test_raw_s3_event_is_accepted(env, sample_dir: Path) -> None:
         "Records": [
             {
                 "eventName": "ObjectCreated:Put",
+                "opaqueData": "tok",
                 "s3": {"bucket": {"name": "input"}, "object": {"key": "dir/raw+event.jpg"}},
             },
-            {"eventName": "ObjectCreated:Post", "s3": {"bucket": {"name": "input"}, "object": {"key": "ignored.mp4"}}},
+            {
+                "eventName": "ObjectCreated:Post",
+                "opaqueData": "tok",
+                "s3": {"bucket": {"name": "input"}, "object": {"key": "ignored.mp4"}},
+            },
         ]
     }
     status, body = invoke(env, event)
@@ -291,9 +297,10 @@ def test_concurrent_requests_share_io_but_not_compute(env, sample_dir: Path, mon
     assert most[0] == 1
 
 
-def test_configuration_error_is_500_and_not_ready(env, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """A broken known-faces file is the operator's to fix, not the request's fault: 500 (the
-    notifier retries), /healthz 503 with the reason, and the same on every request."""
+def test_configuration_error_is_503_and_not_ready(env, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A broken known-faces file is the operator's to fix, not the object's fault: 503 (the
+    notifier retries without counting it toward a dead letter), /healthz 503 with the reason,
+    and the same on every request."""
     handler = env["index"].handler
     broken = tmp_path / "known.json"
     broken.write_text('{"not": "known faces"}')
@@ -303,7 +310,7 @@ def test_configuration_error_is_500_and_not_ready(env, monkeypatch: pytest.Monke
     upload(env, "config.mp4", b"whatever")
     for _ in range(2):
         status, body = invoke(env, {"bucket": "input", "key": "config.mp4"})
-        assert status == 500 and "not configured correctly" in body["error"]
+        assert status == 503 and "not configured correctly" in body["error"]
     health = env["client"].get("/healthz")
     assert health.status_code == 503 and health.get_data(as_text=True).startswith("not ready:")
     assert not {k for k in output_keys(env) if k.startswith("config")}
@@ -332,7 +339,7 @@ def test_work_past_the_time_limit_stops_with_a_timeout_record(env, sample_dir: P
     outlasts it, the work stops there and a `timeout` error record is written (422)."""
     service = _time_limit(env, monkeypatch, 2.0)
     recognizer = service.task.recognizer
-    real = recognizer.recognize_frame
+    real = recognizer._recognize_frame
     frames_seen = []
 
     def slow_first_frame(frame):
@@ -342,7 +349,7 @@ def test_work_past_the_time_limit_stops_with_a_timeout_record(env, sample_dir: P
         frames_seen.append(frame.index)
         return real(frame)
 
-    monkeypatch.setattr(recognizer, "recognize_frame", slow_first_frame)
+    monkeypatch.setattr(recognizer, "_recognize_frame", slow_first_frame)
     upload(env, "slow.webm", (sample_dir / "sample_collins_late.webm").read_bytes())
     status, body = invoke(env, {"bucket": "input", "key": "slow.webm"})
     assert status == 422 and body["error"]["error"] == "timeout", body

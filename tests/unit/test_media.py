@@ -19,18 +19,20 @@ def frames_of(path: Path, **kwargs) -> list[media.Frame]:
 
 
 def test_keyframe_sampling_takes_the_first_frame_and_each_cut(sample_dir: Path) -> None:
-    frames = frames_of(sample_dir / "sample_hopper.mp4")
+    frames = frames_of(sample_dir / "sample_hopper.mp4", keyframes_only=True)
     assert [f.time_s for f in frames] == [0.0]
     assert frames[0].image.shape == (600, 512, 3)
     assert frames[0].image.flags["C_CONTIGUOUS"]
-    late = frames_of(sample_dir / "sample_collins_late.webm")
+    late = frames_of(sample_dir / "sample_collins_late.webm", keyframes_only=True)
     assert [f.time_s for f in late] == [0.0, 1.5]  # the encoder put a keyframe at the cut
 
 
-def test_interval_sampling_decodes_one_frame_per_second(sample_dir: Path) -> None:
-    frames = frames_of(sample_dir / "sample_hopper.mp4", keyframes_only=False)
+def test_interval_sampling_takes_one_frame_per_second(sample_dir: Path) -> None:
+    frames = frames_of(sample_dir / "sample_hopper.mp4")
     assert [f.index for f in frames] == [0, 1]
     assert [f.time_s for f in frames] == [0.0, 1.0]
+    assert frames[0].image.shape == (600, 512, 3)
+    assert frames[0].image.flags["C_CONTIGUOUS"]
 
 
 def test_rotation_metadata_is_honoured(sample_dir: Path) -> None:
@@ -63,9 +65,10 @@ def test_large_frames_are_scaled_down(sample_dir: Path) -> None:
 def test_long_video_work_is_bounded(tmp_path: Path) -> None:
     path = tmp_path / "long.mp4"
     _ffmpeg("-f", "lavfi", "-i", "testsrc=size=160x120:rate=5", "-t", "120", "-g", "25", str(path))
-    assert [f.time_s for f in frames_of(path, interval_s=1.0, max_frames=4, keyframes_only=False)] == [0, 1, 2, 3]
-    assert [f.time_s for f in frames_of(path, interval_s=1.0, max_frames=4)] == [0, 5, 10, 15]  # keyframes
-    assert [f.time_s for f in frames_of(path, interval_s=12.0, max_frames=3)] == [0, 15, 30]
+    # Evenly over the two minutes; keyframes (every 5 s) at least the interval apart.
+    assert [f.time_s for f in frames_of(path, interval_s=1.0, max_frames=4)] == [0, 30, 60, 90]
+    assert [f.time_s for f in frames_of(path, interval_s=1.0, max_frames=4, keyframes_only=True)] == [0, 5, 10, 15]
+    assert [f.time_s for f in frames_of(path, interval_s=12.0, max_frames=3, keyframes_only=True)] == [0, 15, 30]
 
 
 @pytest.mark.parametrize(
@@ -94,16 +97,21 @@ def test_truncated_mp4(tmp_path: Path, sample_dir: Path) -> None:
     assert "truncated" in info.value.detail
 
 
-def test_mp4_truncated_after_its_index(tmp_path: Path, sample_dir: Path) -> None:
+def test_mp4_truncated_after_its_index_is_answered_from_what_is_left(tmp_path: Path, sample_dir: Path) -> None:
     whole = tmp_path / "faststart.mp4"
     _ffmpeg("-i", str(sample_dir / "sample_hopper.mp4"), "-c", "copy", "-movflags", "+faststart", str(whole))
     data = whole.read_bytes()
     path = tmp_path / "cut.mp4"
-    path.write_bytes(data[: len(data) // 2])
+    path.write_bytes(data[:-100])  # the last frames (the first is 62 KB of the 64)
+    cut = sample_frames(path)
+    assert [f.time_s for f in cut] == [0.0, 1.0]
+    assert cut.damage is not None and "ends after" in cut.damage and cut.damage.endswith("; 2 frames used")
+    sound = sample_frames(whole)
+    assert len(list(sound)) == 2 and sound.damage is None  # the whole file is fine
+    path.write_bytes(data[: len(data) // 2])  # half of the first frame: nothing usable
     with pytest.raises(MediaError, match="truncated") as info:
         frames_of(path)
     assert info.value.kind == "unreadable"
-    assert len(frames_of(whole)) == 1  # the whole file is fine
 
 
 def test_audio_only_file(tmp_path: Path) -> None:

@@ -11,10 +11,11 @@ from dataclasses import replace
 import pytest
 from prometheus_client import REGISTRY
 
-from facepipe.notifier import listener
+from facepipe import events
 from facepipe.notifier.invoker import Backoff
-from facepipe.notifier.jobs import Job
+from facepipe.notifier.jobs import SUSPECT, Job, JobQueue
 from facepipe.notifier.listener import MAX_BODY_BYTES, create_app
+from facepipe.notifier.metrics import NotifierMetrics
 from facepipe.notifier.service import Notifier
 from facepipe_tools.polling import wait_for
 from tests.unit.notifierfake import FACES, FAST, IMAGES, TOKEN, TWO_ROUTES, metric, record
@@ -58,8 +59,8 @@ def test_wrong_token_is_403(client, notifier, token):
 
 def test_token_is_compared_in_constant_time(client, monkeypatch):
     compared = []
-    real = listener.hmac.compare_digest
-    monkeypatch.setattr(listener.hmac, "compare_digest", lambda a, b: compared.append((a, b)) or real(a, b))
+    real = events.hmac.compare_digest
+    monkeypatch.setattr(events.hmac, "compare_digest", lambda a, b: compared.append((a, b)) or real(a, b))
     post(client, record("input", "a.mp4", token="nope"))
     assert compared == [(b"nope", TOKEN.encode())]
 
@@ -171,8 +172,15 @@ def test_a_backlog_of_one_function_does_not_hold_up_the_other(settings, s3, gate
             notifier.submit(Job("input", f"v{index}.mp4"))
         notifier.submit(Job("images", "cat.jpg"))
         notifier.start(reconcile=False)
-        assert wait_for(lambda: (IMAGES, "cat.jpg") in gateway.invoked, 5), gateway.invoked
-        assert len([call for call in gateway.invoked if call[0] == FACES]) == settings.notifier_concurrency
+
+        def videos() -> int:
+            return len([call for call in gateway.invoked if call[0] == FACES])
+
+        def both_started() -> bool:
+            return (IMAGES, "cat.jpg") in gateway.invoked and videos() == settings.notifier_concurrency
+
+        assert wait_for(both_started, 5), gateway.invoked
+        assert videos() == settings.notifier_concurrency  # the other videos still wait
         release.set()
         assert notifier.wait_idle(5)
     finally:
@@ -301,6 +309,50 @@ def test_queued_job_takes_the_etag_of_a_later_event(notifier):
     assert notifier.submit(Job("input", "a.mp4", "etag-2")) == "duplicate"
     assert first.etag == "etag-2"
     assert notifier.pending() == 1
+
+
+# The suspect lane --------------------------------------------------------------------------------
+
+
+def test_suspects_run_one_at_a_time_in_their_lane_while_innocents_flow():
+    """Jobs that `process` calls suspects wait in the lane without holding a worker thread; the
+    lane runs one of them at a time, in order, and the other thread takes innocent jobs meanwhile."""
+    stop, release, lock = threading.Event(), threading.Event(), threading.Lock()
+    done: list[str] = []
+    active = {"now": 0, "most": 0}
+
+    def process(job: Job) -> str | None:
+        if job.key.startswith("suspect") and not job.suspect:
+            return SUSPECT
+        if job.suspect:
+            with lock:
+                active["now"] += 1
+                active["most"] = max(active["most"], active["now"])
+            if job.key == "suspect-0":
+                release.wait(5)
+            with lock:
+                active["now"] -= 1
+        with lock:
+            done.append(job.key)
+        return None
+
+    jobs = JobQueue(process, NotifierMetrics([""]), stop)
+    suspects, innocents = [f"suspect-{n}" for n in range(3)], [f"innocent-{n}" for n in range(6)]
+    for key in suspects + innocents:
+        assert jobs.submit(Job("input", key)) == "accepted"
+    jobs.start(2)
+    try:
+        assert wait_for(lambda: set(innocents) <= set(done), 5), done
+        assert not set(suspects) & set(done)  # behind suspect-0, which the lane still runs
+        assert jobs.pending() == 3
+        release.set()
+        assert jobs.wait_idle(5)
+    finally:
+        release.set()
+        stop.set()
+        jobs.stop(time.monotonic() + 2)
+    assert [key for key in done if key.startswith("suspect")] == suspects
+    assert active["most"] == 1
 
 
 # Workers: concurrency, gauges, backlog, metrics, stop ---------------------------------------------

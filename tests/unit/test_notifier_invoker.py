@@ -52,6 +52,25 @@ def test_the_functions_outcome_is_read_from_its_answer(settings, gateway):
     assert gateway.calls == [{"bucket": "input", "key": "a.mp4"}]
 
 
+def test_stopped_attempts_resume_with_the_retries_left(settings, gateway):
+    """`on_failure` stops the attempts at the first counted failure (the object goes to the
+    suspect lane); `resume` goes on from there: the retries left, each counted as a retry."""
+    gateway.script["a.mp4"] = [502, 500, 200]
+    retries: list[str] = []
+    invoker = Invoker(replace(settings, invoke_attempts=3), FAST, on_retry=retries.append)
+    first = invoker.invoke("input", "a.mp4", lambda reply: True)
+    assert (first.outcome, first.attempts, first.gave_up, first.status) == ("failed", 1, True, 502)
+    assert first.resume is not None and first.resume.attempts == 1 and first.resume.last.status == 502
+    rest = invoker.invoke("input", "a.mp4", lambda reply: False, resume=first.resume)
+    assert (rest.outcome, rest.attempts, rest.status) == ("ok", 3, 200)
+    assert rest.seconds >= first.seconds
+    assert len(gateway.calls) == 3 and retries == [FACES, FACES]
+    gateway.script["b.mp4"] = [500]
+    stopped = invoker.invoke("input", "b.mp4", lambda reply: True)
+    last = invoker.invoke("input", "b.mp4", lambda reply: False, resume=stopped.resume)
+    assert (last.outcome, last.attempts, last.gave_up) == ("failed", 3, False)
+
+
 @pytest.mark.parametrize("status", [400, 404, 413, 415, 422])
 def test_client_errors_are_final(settings, gateway, status):
     gateway.script["bad.mp4"] = [status]

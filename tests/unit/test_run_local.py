@@ -1,17 +1,25 @@
 """The local function runner: it gives up, with a non-zero exit, when its workers cannot start;
 it serves both functions and the OpenFaaS gateway's metrics for each; each worker serves its own
-on a port of its own."""
+on a port of its own and holds as many requests at once as stack.yml lets its replica hold; the
+local notifier invokes enough at once to fill them."""
 
+import dataclasses
 import os
 import subprocess
 import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+import yaml
 
+from facepipe.settings import Settings
 from facepipe_tools import metrics_client
 from facepipe_tools.function_runner import (
+    FACE_INFLIGHT,
     IMAGE_FUNCTION_DIR,
+    IMAGE_INFLIGHT,
     Function,
     Gateway,
     Worker,
@@ -20,7 +28,9 @@ from facepipe_tools.function_runner import (
     worker_metrics_ports,
     worker_ports,
 )
-from facepipe_tools.stack import free_port
+from facepipe_tools.polling import wait_for
+from facepipe_tools.stack import LocalStack, free_port
+from facepipe_tools.stack.config import StackConfig, save_config
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 EXPECTED = ("200", "502", "503", "504")
@@ -93,3 +103,114 @@ def test_a_classification_worker_gets_its_own_buckets(monkeypatch: pytest.Monkey
     worker = Worker(0, 21000, function_dir=IMAGE_FUNCTION_DIR, env={"INPUT_BUCKET": "images-input"})
     assert worker.env()["INPUT_BUCKET"] == "images-input"
     assert Worker(0, 21001).env()["INPUT_BUCKET"] == "input"
+
+
+class _SlowWorker(BaseHTTPRequestHandler):
+    """A function worker that holds every request until the test lets them go."""
+
+    lock = threading.Lock()
+    in_flight = 0
+    most = 0
+    release = threading.Event()
+
+    def do_POST(self) -> None:
+        with self.lock:
+            type(self).in_flight += 1
+            type(self).most = max(self.most, self.in_flight)
+        self.release.wait(30)
+        with self.lock:
+            type(self).in_flight -= 1
+        body = b'{"outcome": "ok"}'
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_a_classification_worker_holds_as_many_requests_as_its_replica_would() -> None:
+    """IMAGE_INFLIGHT requests at once (max_inflight in stack.yml), so photos download and answer
+    while another is classified; more wait in the gateway for a free slot (up to its slot wait)."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _SlowWorker)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    worker = Worker(0, server.server_address[1], function_dir=IMAGE_FUNCTION_DIR)
+    worker.process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])  # alive, like a worker
+    function = Function("image-classification", [worker], timeout_s=60, inflight=IMAGE_INFLIGHT, slot_wait_s=15)
+    function.add_slots(worker)
+    app = create_app(Gateway([function]))
+    statuses: list[int] = []
+
+    def invoke() -> None:
+        response = app.test_client().post("/function/image-classification", json={"bucket": "b", "key": "k"})
+        statuses.append(response.status_code)
+
+    callers = [threading.Thread(target=invoke) for _ in range(IMAGE_INFLIGHT + 2)]
+    try:
+        for caller in callers:
+            caller.start()
+        assert wait_for(lambda: _SlowWorker.in_flight == IMAGE_INFLIGHT, 10)
+    finally:
+        _SlowWorker.release.set()
+        for caller in callers:
+            caller.join(30)
+        server.shutdown()
+        worker.process.kill()
+        worker.process.wait()
+    assert statuses == [200] * (IMAGE_INFLIGHT + 2)
+    assert _SlowWorker.most == IMAGE_INFLIGHT
+
+
+def test_no_free_slot_within_the_wait_is_429_as_of_watchdog_answers() -> None:
+    """Past max_inflight of-watchdog answers 429 at once; the runner waits a moment for a slot,
+    then answers the same, so the caller retries instead of timing out on a queued request."""
+    _SlowWorker.release.clear()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _SlowWorker)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    worker = Worker(0, server.server_address[1])
+    worker.process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    worker.ready = True
+    function = Function("face-recognition", [worker], timeout_s=60, inflight=1, slot_wait_s=0.2)
+    function.add_slots(worker)
+    client = create_app(Gateway([function])).test_client()
+    first: list[int] = []
+
+    def hold_the_slot() -> None:
+        first.append(client.post("/function/face-recognition", json={"bucket": "b", "key": "a"}).status_code)
+
+    holder = threading.Thread(target=hold_the_slot)
+    try:
+        holder.start()
+        assert wait_for(lambda: _SlowWorker.in_flight == 1, 10)
+        refused = client.post("/function/face-recognition", json={"bucket": "b", "key": "b"})
+        assert refused.status_code == 429
+        assert refused.headers["Retry-After"] == "1"
+        assert refused.get_data(as_text=True) == "Concurrent request limit exceeded. Max concurrent requests: 1\n"
+    finally:
+        _SlowWorker.release.set()
+        holder.join(30)
+        server.shutdown()
+        worker.process.kill()
+        worker.process.wait()
+    assert first == [200]
+
+
+def test_the_runner_holds_what_stack_yml_lets_each_replica_hold() -> None:
+    stack = yaml.safe_load((REPO_ROOT / "stack.yml").read_text())["functions"]
+    assert int(stack["face-recognition"]["environment"]["max_inflight"]) == FACE_INFLIGHT
+    assert int(stack["image-classification"]["environment"]["max_inflight"]) == IMAGE_INFLIGHT
+
+
+def test_the_local_notifier_fills_every_slot_of_the_workers(tmp_path: Path) -> None:
+    """NOTIFIER_CONCURRENCY of the local stack: each function's workers x their slots, at least
+    the setting's default; the stack's settings are typed as loaded ones are."""
+    stack = LocalStack(tmp_path, log=None)
+    config = StackConfig(1, 2, 3, 4, 5, workers=1, known_faces="f", student_data="s", env_file="e", image_workers=2)
+    save_config(config, stack.config_path)
+    assert stack.settings_env()["NOTIFIER_CONCURRENCY"] == str(2 * IMAGE_INFLIGHT)
+    assert stack.settings().notifier_concurrency == 2 * IMAGE_INFLIGHT
+    save_config(dataclasses.replace(config, workers=2, image_workers=0), stack.config_path)
+    stack = LocalStack(tmp_path, log=None)
+    assert stack.settings().notifier_concurrency == max(Settings().notifier_concurrency, 2 * FACE_INFLIGHT)

@@ -82,7 +82,7 @@ def test_function_refuses_a_malicious_known_faces_pickle(tmp_path: Path) -> None
         status, text = health
         assert status == 503 and "refusing to load" in text, text
         answer = requests.post(f"http://127.0.0.1:{port}/", json={"bucket": "input", "key": "a.mp4"}, timeout=10)
-        assert answer.status_code == 500 and "not configured" in answer.json()["error"]
+        assert answer.status_code == 503 and "not configured" in answer.json()["error"]
     finally:
         process.terminate()
         output = process.communicate(timeout=30)[0]
@@ -142,8 +142,12 @@ def _listening(pid: int, port: int) -> set[str]:
     }
 
 
-@pytest.mark.parametrize("name", [".env", ".env.cluster", ".stack/ceph/client.admin.keyring",
-                                  "k8s/base/secrets/aws.env", "k8s/base/secrets/notify.env"])  # fmt: skip
+CREDENTIAL_FILES = (".env", ".env.cluster", ".stack/ceph/client.admin.keyring", "k8s/base/secrets/aws.env",
+                    "k8s/base/secrets/notify.env", "k8s/base/secrets/aws-function.env",
+                    "k8s/base/secrets/aws-upload-data.env")  # fmt: skip
+
+
+@pytest.mark.parametrize("name", CREDENTIAL_FILES)
 def test_credential_files_are_ignored_by_git(name: str) -> None:
     try:
         done = subprocess.run(["git", "check-ignore", "-q", name], cwd=REPO, capture_output=True, timeout=30)
@@ -168,4 +172,3 @@ def test_distinct_keys_never_share_an_answer(keys: tuple[str, ...]) -> None:
     different answer keys (only `clip.mp4`, `clip.mov` and `clip` share `clip.csv`: the contract)."""
     assert len({result_key(key) for key in keys}) == len(keys)
     assert len({error_key(key) for key in keys}) == len(keys)
-

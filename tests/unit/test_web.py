@@ -3,6 +3,7 @@ rejections, timeouts, the results page, pictures and escaping. No stack needed."
 
 from __future__ import annotations
 
+import html
 import io
 import json
 import re
@@ -452,14 +453,73 @@ def test_display_stem() -> None:
     assert display_stem("clip.tar.mp4") == "clip.tar"
 
 
-def test_load_web_settings() -> None:
-    assert load_web_settings({}) == WebSettings()
-    loaded = load_web_settings({"WEB_RESULT_TIMEOUT_S": "30", "WEB_THREADS": "8", "WEB_MAX_UPLOAD_BYTES": "99"})
+def test_load_web_settings(tmp_path) -> None:
+    none = {"SECRETS_DIR": str(tmp_path / "none")}
+    assert load_web_settings(none) == WebSettings()
+    loaded = load_web_settings({"WEB_RESULT_TIMEOUT_S": "30", "WEB_THREADS": "8", "WEB_MAX_UPLOAD_BYTES": "99", **none})
     assert (loaded.result_timeout_s, loaded.threads, loaded.max_upload_bytes) == (30.0, 8, 99)
     with pytest.raises(ValueError, match="WEB_THREADS"):
-        load_web_settings({"WEB_THREADS": "0"})
+        load_web_settings({"WEB_THREADS": "0", **none})
     with pytest.raises(ValueError, match="WEB_POLL_S must be a number"):
-        load_web_settings({"WEB_POLL_S": "fast"})
+        load_web_settings({"WEB_POLL_S": "fast", **none})
+    hardened = load_web_settings({
+        "WEB_TOKEN": "from-env", "WEB_ALLOWED_ORIGINS": "https://App.Example.org, http://10.0.0.5:8080/",
+        "WEB_CONNECTION_LIMIT": "300", "WEB_CHANNEL_TIMEOUT_S": "20", "WEB_SPOOL_DIR": str(tmp_path),
+        "WEB_SPOOL_LIMIT_BYTES": "5000000", "WEB_CONCURRENT_SENDS": "4", **none,
+    })  # fmt: skip
+    assert hardened.token == "from-env" and "from-env" not in repr(hardened)
+    assert hardened.allowed_origins == ("https://app.example.org", "http://10.0.0.5:8080")
+    assert (hardened.effective_connection_limit(), hardened.channel_timeout_s) == (300, 20)
+    assert (hardened.spool_folder(), hardened.effective_spool_limit(10**6), hardened.concurrent_sends) == (
+        str(tmp_path),
+        5_000_000,
+        4,
+    )
+    assert 10**6 <= WebSettings().effective_spool_limit(10**6) <= 8 * 10**6
+    with pytest.raises(ValueError, match="WEB_ALLOWED_ORIGINS"):
+        load_web_settings({"WEB_ALLOWED_ORIGINS": "evil.example", **none})
+    with pytest.raises(ValueError, match="WEB_CHANNEL_TIMEOUT_S"):
+        load_web_settings({"WEB_CHANNEL_TIMEOUT_S": "0", **none})
+    # The secret file comes first, as for the other secrets.
+    (tmp_path / "web-token").write_text("from-file\n")
+    assert load_web_settings({"WEB_TOKEN": "from-env", "SECRETS_DIR": str(tmp_path)}).token == "from-file"
+
+
+# ------------------------------------------------------------------------------ token and origin (in the app)
+
+TOKEN = "t0ken"
+
+
+def test_the_app_checks_the_token_itself(s3, pipeline) -> None:
+    """Under any server (here the test client): 401 without the token, for the pages, the
+    answers, the pictures and the uploads; the probes and static files stay open."""
+    client = create_app(SETTINGS, WebSettings(result_timeout_s=5.0, poll_s=0.01, token=TOKEN), s3=s3).test_client()
+    for path in ("/", "/results", "/results.json", "/results/rows", "/result/web/x/a.mp4", "/picture/a.jpg"):
+        response = client.get(path)
+        assert response.status_code == 401, path
+        assert sorted(value.split()[0] for value in response.headers.getlist("WWW-Authenticate")) == ["Basic", "Bearer"]
+    for path in ("/healthz", "/metrics", "/static/style.css"):
+        assert client.get(path).status_code == 200, path
+    assert post(client, "clip.mp4", media("people=grace_hopper")).status_code == 401
+    assert input_keys(s3) == []
+    answer = client.post(
+        "/", data={"inputFile": (io.BytesIO(media("people=grace_hopper")), "clip.mp4")},
+        headers={"Authorization": f"Bearer {TOKEN}"},
+    )  # fmt: skip
+    assert (answer.status_code, answer.get_data(as_text=True)) == (200, "clip:grace_hopper")
+    page = client.get("/", headers={"Authorization": f"Bearer {TOKEN}"}).get_data(as_text=True)
+    assert "Authorization: Bearer $WEB_TOKEN" in html.unescape(page)
+
+
+def test_the_app_refuses_cross_origin_posts_itself(s3, pipeline) -> None:
+    client = create_app(SETTINGS, FAST, s3=s3).test_client()
+    upload = {"inputFile": (io.BytesIO(media("people=grace_hopper")), "clip.mp4")}
+    refused = client.post("/", data=upload, headers={"Origin": "https://evil.example", "Accept": "application/json"})
+    assert refused.status_code == 403 and "cross-origin" in refused.get_json()["error"]
+    upload = {"inputFile": (io.BytesIO(media("people=grace_hopper")), "clip.mp4")}
+    own = client.post("/", data=upload, headers={"Origin": "http://localhost"})  # the test client's host
+    assert own.status_code == 200
+    assert len(input_keys(s3)) == 1
 
 
 def test_an_upload_is_logged_as_fields(client, pipeline, caplog) -> None:

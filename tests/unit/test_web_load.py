@@ -9,6 +9,7 @@ import json
 import re
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -24,14 +25,14 @@ from facepipe_tools.workload import HttpOutcome, is_classify_url, judge, send_fi
 from tests.unit.webfake import FakePipeline, media
 
 
-@pytest.fixture
-def web_url(s3) -> Iterator[str]:
+@contextmanager
+def serving(s3, web: WebSettings) -> Iterator[str]:
     """The web tier over real HTTP (werkzeug's threaded server, which stops cleanly), with fake
     face and classification functions behind it."""
     settings = Settings()
     s3.create_bucket(Bucket=settings.image_input_bucket)
     s3.create_bucket(Bucket=settings.image_output_bucket)
-    app = create_app(settings, WebSettings(result_timeout_s=10, poll_s=0.01), s3=s3)
+    app = create_app(settings, web, s3=s3)
     server = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     images = FakePipeline(s3, settings.image_input_bucket, settings.image_output_bucket, delay_s=0.05, classify=True)
@@ -42,6 +43,12 @@ def web_url(s3) -> Iterator[str]:
         finally:
             server.shutdown()
             thread.join(timeout=5)
+
+
+@pytest.fixture
+def web_url(s3) -> Iterator[str]:
+    with serving(s3, WebSettings(result_timeout_s=10, poll_s=0.01)) as url:
+        yield url
 
 
 def make_files(folder: Path, specs: dict[str, str]) -> list[Path]:
@@ -156,3 +163,14 @@ def test_judge_a_classification() -> None:
 def test_http_options_need_http() -> None:
     with pytest.raises(SystemExit):
         workload.main(["--requests", "3"])
+
+
+def test_the_token_is_sent_when_web_token_is_set(s3, tmp_path: Path, monkeypatch) -> None:
+    make_files(tmp_path, {"clip.mp4": "people=grace_hopper"})
+    with serving(s3, WebSettings(result_timeout_s=10, poll_s=0.01, token="tok3n")) as url:
+        monkeypatch.delenv("WEB_TOKEN", raising=False)
+        code, out = run_main("--http", url, str(tmp_path))
+        assert code == 1 and "HTTP 401" in out, out
+        monkeypatch.setenv("WEB_TOKEN", "tok3n")
+        code, out = run_main("--http", url, str(tmp_path))
+        assert code == 0 and "1 ok, 0 failed" in out, out
