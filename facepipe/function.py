@@ -241,11 +241,19 @@ class ObjectFunction:
                 raise Busy(f"waited {time_limit:g} s for the computations of other objects")
             try:
                 timings["queue"] = time.perf_counter() - t
-                return self.task.compute(path, deadline)
+                try:
+                    return self.task.compute(path, deadline)
+                except MediaError as exc:
+                    # Raised afresh below, outside this handler: the original's traceback holds the
+                    # computation's frames and their images (hundreds of MiB for a decoding bomb),
+                    # which must go with the lock, not live on beside the next object's decoding
+                    # while the error record is written.
+                    failure = (exc.kind, exc.detail)
             finally:
                 self._compute_lock.release()
         finally:
             path.unlink(missing_ok=True)
+        raise MediaError(*failure)
 
     def handle(self, bucket: str, key: str) -> Outcome:
         """Process, count in the metrics and log one line; errors propagate."""

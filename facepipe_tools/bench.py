@@ -317,6 +317,41 @@ def measure_compute(
     return results
 
 
+@dataclass
+class ClassroomRun:
+    """The function's time on the generated classroom clip (`make accuracy`'s): eight faces at
+    three scales, three entering late, long GOP; what crowded frames cost beside CSE546's."""
+
+    clip: str
+    function_s: float
+    function_cpu_s: float
+    found: list[str]
+    expected: list[str]
+
+
+def measure_classroom(
+    cse546: Path, known_faces: Path, rounds: int, folder: Path, say: Callable[[str], None]
+) -> ClassroomRun:
+    """Build the classroom clip from the CSE546 clips and time the face task on it (median of
+    `rounds`, after one warm run)."""
+    from facepipe.faces.task import FaceRecognitionTask
+    from facepipe_tools.accuracy import material
+    from facepipe_tools.accuracy.cases import CLASSROOM, build
+
+    case = next(case for case in material(cse546, {CLASSROOM}) if case.name.endswith(".mp4"))
+    say(f"compute: the classroom clip {case.name} ({case.what})")
+    (path,) = build([case], folder)
+    task = FaceRecognitionTask(compute_settings(known_faces))
+    found = task.compute(path).people
+    wall, cpu = [], []
+    for _ in range(rounds):
+        started, cpu_before = time.perf_counter(), cpu_seconds()
+        task.compute(path)
+        wall.append(time.perf_counter() - started)
+        cpu.append(cpu_seconds() - cpu_before)
+    return ClassroomRun(case.name, median(wall), median(cpu), sorted(found), sorted(case.people))
+
+
 # ----------------------------------------------------------------------------- the stack
 
 
@@ -753,6 +788,13 @@ def render(
             _fmt(report["seed_style_cpu_s_per_video"]), "", "", style="bold",
         )  # fmt: skip
         console.print(table)
+    if report.get("classroom_clip"):
+        room = report["classroom_clip"]
+        console.print(
+            f"classroom clip {room['clip']}: function {_fmt(room['function_s'])} s, "
+            f"cpu {_fmt(room['function_cpu_s'])} s (median of {report['rounds']}), people found {room['people_found']}",
+            markup=False,
+        )
 
     if runs:
         table = Table(title="2./5. end to end (upload -> notification -> function -> CSV)")
@@ -853,10 +895,20 @@ def build_report(
     idle: list[IdleRun],
     rss: list[float],
     rounds: int,
+    classroom: ClassroomRun | None = None,
 ) -> dict:
     report: dict = {key: None for key in REQUIRED_KEYS}
     problems: list[str] = []
     report["rounds"] = rounds
+    if classroom is not None:
+        report["classroom_clip"] = {
+            "clip": classroom.clip,
+            "function_s": rounded(classroom.function_s, 4),
+            "function_cpu_s": rounded(classroom.function_cpu_s, 4),
+            "people_found": f"{len(set(classroom.found) & set(classroom.expected))}/{len(classroom.expected)}",
+        }
+        if classroom.found != classroom.expected:
+            problems.append(f"classroom clip: found {classroom.found}, expected {classroom.expected}")
     if clips:
         function_s = mean([clip.function_median for clip in clips])
         seed_s = mean([clip.seed_median for clip in clips])
@@ -998,6 +1050,7 @@ def run(args: argparse.Namespace) -> int:
     runs: dict[int, EndToEnd] = {}
     idle: list[IdleRun] = []
     rss: list[float] = []
+    classroom: ClassroomRun | None = None
     stack: BenchStack | None = None
     failure: str | None = None
     code = 0
@@ -1025,6 +1078,8 @@ def run(args: argparse.Namespace) -> int:
                 + (f"pinned to CPU {cpu}" if cpu is not None else "not pinned")
             )
             clips = measure_compute(distinct, cse546 / "encoding", args.rounds, mapping, students, say)
+            with tempfile.TemporaryDirectory(prefix="facepipe-bench-classroom-") as folder:
+                classroom = measure_classroom(cse546, cse546 / "encoding", args.rounds, Path(folder), say)
         if stack is not None:
             compute_by_digest = {clip.digest: clip.function_median for clip in clips}
             say("end to end: warm-up")
@@ -1060,7 +1115,7 @@ def run(args: argparse.Namespace) -> int:
                 say(f"could not stop the stack cleanly: {exc}")
                 code = code or 2
 
-    report = build_report(clips, runs, None if args.compute_only else args.workers, idle, rss, args.rounds)
+    report = build_report(clips, runs, None if args.compute_only else args.workers, idle, rss, args.rounds, classroom)
     if failure is not None:
         report["problems"].append(f"run failed: {failure}")
         report["ok"] = False

@@ -203,13 +203,14 @@ def _flat_clip(out: Path, size: str, *encode: str, frames: int = 2, pix_fmt: str
 
 
 def later_frames_huge_h264(out: Path, face: Path) -> None:
-    """H.264 whose first frames are 320x240 and later ones 8192x4608 (beyond 8K): the header
-    (and the container) only tell of the first size."""
+    """H.264 whose first frames are 320x240 and later ones 8192x4608 (beyond 8K) for 2 s, so that
+    sampling on time lands on them too: the header (and the container) only tell of the first
+    size."""
     work = out.parent / f".{out.name}.parts"
     work.mkdir(exist_ok=True)
     small, big = work / "small.h264", work / "big.h264"
     _flat_clip(small, "320x240", *_X264, "-bsf:v", "h264_mp4toannexb", "-f", "h264", pix_fmt="yuv420p")
-    _flat_clip(big, "8192x4608", *_X264, "-x264-params", "level=6.2", "-f", "h264", pix_fmt="yuv420p")
+    _flat_clip(big, "8192x4608", *_X264, "-x264-params", "level=6.2", "-f", "h264", frames=10, pix_fmt="yuv420p")
     joined = work / "joined.h264"
     joined.write_bytes(small.read_bytes() + big.read_bytes())
     ffmpeg("-f", "h264", "-framerate", "5", "-i", str(joined), "-c", "copy", "-f", "mp4", str(out))
@@ -217,11 +218,15 @@ def later_frames_huge_h264(out: Path, face: Path) -> None:
 
 
 def later_frames_huge_mjpeg(out: Path, face: Path) -> None:
-    """Motion JPEG in AVI: the header says 320x240, the third frame is 12000x12000."""
+    """Motion JPEG in AVI: the header says 320x240, from the third frame on (0.4 s to 1.6 s) the
+    frames are 12000x12000, so that sampling on time lands on them too."""
     work = out.parent / f".{out.name}.parts"
     work.mkdir(exist_ok=True)
-    for index, size in enumerate(((320, 240), (320, 240), (12000, 12000))):
-        Image.new("L", size, 128).save(work / f"{index}.jpg", "JPEG", quality=5)
+    for index in range(2):
+        Image.new("L", (320, 240), 128).save(work / f"{index}.jpg", "JPEG", quality=5)
+    Image.new("L", (12000, 12000), 128).save(work / "2.jpg", "JPEG", quality=5)
+    for index in range(3, 8):
+        shutil.copyfile(work / "2.jpg", work / f"{index}.jpg")
     ffmpeg("-framerate", "5", "-i", str(work / "%d.jpg"), "-c", "copy", "-f", "avi", str(out))
     shutil.rmtree(work)
 

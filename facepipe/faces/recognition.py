@@ -61,6 +61,10 @@ class Recognition:
     unknown_encodings: list[np.ndarray] = field(default_factory=list)
     #: Why the media was only partly usable (a readable reason), None when it was whole.
     damage: str | None = None
+    #: The annotated JPEG of the key frames, once the task has drawn it and let the frames go.
+    picture: bytes | None = None
+    #: (width, height) of the decoded frames, the pixels `FaceHit.box` counts in.
+    frame_size: tuple[int, int] = (0, 0)
 
     @property
     def people(self) -> list[str]:

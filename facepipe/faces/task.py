@@ -9,6 +9,7 @@ faces (`unknown_faces`) and, for a damaged file answered from its usable frames,
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 from typing import Any
@@ -56,7 +57,14 @@ class FaceRecognitionTask:
             timeout_s=timeout_s,
             keyframes_only=self.settings.frame_sampling == "keyframes",
         )
-        return self.recognizer.recognize(frames, deadline)
+        recognition = self.recognizer.recognize(frames, deadline)
+        # The picture is drawn here, within the one-computation-at-a-time section, and the key
+        # frames let go: they are full size (a photo may have 64 Mpx), and held on into `answer`
+        # they would sit in memory beside the next object's frames.
+        height, width = recognition.key_frames[0].image.shape[:2] if recognition.key_frames else (0, 0)
+        return dataclasses.replace(
+            recognition, picture=annotated_jpeg(recognition), frame_size=(width, height), key_frames=[]
+        )
 
     def answer(self, recognition: Recognition) -> Computed:
         t = time.perf_counter()
@@ -74,7 +82,7 @@ class FaceRecognitionTask:
             details["damage"] = recognition.damage
         return Computed(
             csv_text=render_csv(people),
-            picture=annotated_jpeg(recognition),
+            picture=recognition.picture,
             details=details,
             timings={"decode": recognition.decode_s, "detect": recognition.detect_s, "lookup": lookup_s},
         )

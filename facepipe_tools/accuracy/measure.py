@@ -120,11 +120,12 @@ def make_task(known_faces: Path):
 
 
 def _decoded_scale(recognition: Any, size: tuple[int, int]) -> float:
-    """Stored pixels per decoded pixel, from a frame the task kept (1 when none)."""
-    frames = getattr(recognition, "key_frames", None) or []
-    if not frames or not size[0]:
+    """Stored pixels per decoded pixel, from the size of the frames the task decoded (1 when
+    unknown)."""
+    decoded_width = recognition.frame_size[0]
+    if not decoded_width or not size[0]:
         return 1.0
-    return size[0] / frames[0].image.shape[1]
+    return size[0] / decoded_width
 
 
 def face_found(face: PlacedFace, hits: Sequence[Any], scale: float) -> bool:

@@ -14,6 +14,7 @@ from rich.console import Console
 from facepipe_tools import bench
 from facepipe_tools.bench import (
     REQUIRED_KEYS,
+    ClassroomRun,
     ClipResult,
     EndToEnd,
     IdleRun,
@@ -167,6 +168,22 @@ def test_different_or_wrong_answers_fail_the_run() -> None:
     assert report["answers_identical"] is False
     assert any("a.mp4" in problem for problem in report["problems"])
     assert any("3/4 correct" in problem for problem in report["problems"])
+
+
+def test_the_classroom_clip_is_reported_and_a_missed_person_fails_the_run() -> None:
+    found = ClassroomRun("classroom_cse546_clip.mp4", 1.25, 1.2, ["ann", "bob"], ["ann", "bob"])
+    report = build_report([], {}, None, [], [], rounds=3, classroom=found)
+    assert report["classroom_clip"] == {
+        "clip": "classroom_cse546_clip.mp4", "function_s": 1.25, "function_cpu_s": 1.2, "people_found": "2/2",
+    }  # fmt: skip
+    assert report["ok"] is True
+    report["elapsed_s"] = 1.0
+    out = io.StringIO()
+    bench.render(report, [], {}, [], Console(file=out, width=200))
+    assert "classroom clip classroom_cse546_clip.mp4: function 1.250 s" in out.getvalue()
+    missed = ClassroomRun("c.mp4", 1.0, 1.0, ["ann"], ["ann", "bob"])
+    report = build_report([], {}, None, [], [], rounds=3, classroom=missed)
+    assert report["ok"] is False and report["classroom_clip"]["people_found"] == "1/2"
 
 
 def test_targets_met_and_not_met() -> None:
