@@ -22,41 +22,12 @@ from facepipe_tools.mapping import load_mapping
 from facepipe_tools.paths import REPO_ROOT
 from facepipe_tools.polling import wait_for
 from facepipe_tools.stack import LocalStack
+from tests.integration.chromium import CHROMIUM, CHROMIUM_ARGS, require_browser
 
 pytestmark = pytest.mark.integration
 
-CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
 ARTIFACTS = REPO_ROOT / "artifacts"
-IN_CI = os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
-#: As the machine's own probe starts Chromium: no sandbox as root, no GPU, nothing that reaches
-#: out to the network (only the loopback web tier is visited).
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-quic",
-    "--no-first-run",
-    "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
-]
 HOSTILE_NAME = '<img src=x onerror="window.__xss=1">.mp4'
-
-
-def require_browser() -> None:
-    """Skip (fail in CI) without Chromium or Playwright."""
-    problems = []
-    if not CHROMIUM.is_file():
-        problems.append(f"{CHROMIUM} not found (Debian package chromium; make install)")
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError:
-        problems.append("the playwright package is not installed (requirements-dev.txt)")
-    if problems:
-        message = "; ".join(problems)
-        if IN_CI:
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
 
 
 def wait_until(page, expression: str, timeout_s: float) -> None:

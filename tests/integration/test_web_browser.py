@@ -6,7 +6,6 @@ No stack needed, only the browser."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
@@ -15,22 +14,12 @@ from pathlib import Path
 import pytest
 
 from facepipe.settings import Settings
+from tests.integration.chromium import CHROMIUM, CHROMIUM_ARGS, require_browser
 from tests.unit.webfake import FakePipeline, media
 from tests.unit.webserver import serving
 
 pytestmark = pytest.mark.integration
 
-CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
-IN_CI = os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
-]
 SETTINGS = Settings(input_bucket="input", output_bucket="output", max_object_bytes=10_000_000)
 TOKEN = "br0wser-t0ken"
 
@@ -38,13 +27,9 @@ TOKEN = "br0wser-t0ken"
 @pytest.fixture
 def browser() -> Iterator[Callable[..., object]]:
     """`open(**context_options)`: a new Chromium context (e.g. with http_credentials)."""
-    problems = [] if CHROMIUM.is_file() else [f"{CHROMIUM} not found (Debian package chromium; make install)"]
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        problems.append("the playwright package is not installed (requirements-dev.txt)")
-    if problems:
-        (pytest.fail if IN_CI else pytest.skip)("; ".join(problems))
+    require_browser()
+    from playwright.sync_api import sync_playwright
+
     profile = tempfile.mkdtemp(prefix="chromium-web-")
     try:
         with sync_playwright() as playwright:
