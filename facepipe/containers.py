@@ -37,8 +37,9 @@ MAX_EDIT_WORK = 20_000_000
 MAX_WALK = 1_000_000
 
 
-class ContainerError(Exception):
-    """The file cannot be used; `kind` is an error record kind, `detail` the reason."""
+class MediaError(Exception):
+    """Media that cannot be used. ``kind`` is a short code (an error record's kind), ``detail``
+    a readable reason. Raised here for containers and by `facepipe.media` for everything else."""
 
     def __init__(self, kind: str, detail: str):
         super().__init__(f"{kind}: {detail}")
@@ -90,7 +91,7 @@ def sniff(head: bytes) -> Sniffed | None:
 
 
 def check_index(file: BinaryIO, demuxer: str, deadline: float | None = None) -> None:
-    """Raise ContainerError (`too_large`) when the container's index is beyond the limits,
+    """Raise MediaError (`too_large`) when the container's index is beyond the limits,
     (`timeout`) when walking it outlasts the monotonic `deadline`."""
     size = file.seek(0, 2)
     walk = _Walk(file, deadline)
@@ -159,9 +160,9 @@ class _Walk:
     def step(self, what: str) -> None:
         self.seen += 1
         if self.seen > MAX_WALK:
-            raise ContainerError("unreadable", f"the file has more than {MAX_WALK} {what}")
+            raise MediaError("unreadable", f"the file has more than {MAX_WALK} {what}")
         if self.deadline is not None and self.seen % 1024 == 0 and time.monotonic() > self.deadline:
-            raise ContainerError("timeout", "reading the file's structure took longer than its time limit")
+            raise MediaError("timeout", "reading the file's structure took longer than its time limit")
 
     def read(self, at: int, count: int) -> bytes:
         self.file.seek(at)
@@ -170,7 +171,7 @@ class _Walk:
 
 def _check_index_bytes(container: str, index_bytes: int) -> None:
     if index_bytes > MAX_INDEX_BYTES:
-        raise ContainerError(
+        raise MediaError(
             "too_large", f"the {container} index takes {index_bytes} bytes, the limit is {MAX_INDEX_BYTES}"
         )
 
@@ -211,7 +212,7 @@ def _check_mp4(walk: _Walk, size: int) -> None:
                 for trun in _mp4_children(walk, traf[0], traf[1], b"trun"):
                     total += _u32(walk.read(trun[0] + 4, 4))
     if total > MAX_INDEX_SAMPLES:
-        raise ContainerError("too_large", f"the MP4 index lists {total} samples, the limit is {MAX_INDEX_SAMPLES}")
+        raise MediaError("too_large", f"the MP4 index lists {total} samples, the limit is {MAX_INDEX_SAMPLES}")
 
 
 def _mp4_children(walk: _Walk, start: int, end: int, wanted: bytes) -> Iterator[tuple[int, int]]:
@@ -233,9 +234,9 @@ def _mp4_track(walk: _Walk, start: int, end: int) -> int:
                     if kind in (b"stsz", b"stz2"):
                         samples += _u32(walk.read(body + 8, 4))
     if samples > MAX_INDEX_SAMPLES:
-        raise ContainerError("too_large", f"the MP4 index lists {samples} samples, the limit is {MAX_INDEX_SAMPLES}")
+        raise MediaError("too_large", f"the MP4 index lists {samples} samples, the limit is {MAX_INDEX_SAMPLES}")
     if edits > MAX_EDITS or edits * samples > MAX_EDIT_WORK:
-        raise ContainerError(
+        raise MediaError(
             "too_large",
             f"an MP4 track has {edits} edit-list entries over {samples} samples, the limits are {MAX_EDITS} "
             f"entries and {MAX_EDIT_WORK} entries times samples",

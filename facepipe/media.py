@@ -46,7 +46,7 @@ import av.stream
 import numpy as np
 from PIL import Image
 
-from facepipe.containers import MP4, SNIFF_BYTES, SUPPORTED, ContainerError, check_index, declared_size, sniff
+from facepipe.containers import MP4, SNIFF_BYTES, SUPPORTED, MediaError, check_index, declared_size, sniff
 
 #: Frames are decoded at most this large (long side); detection runs on a smaller copy.
 MAX_DECODE_SIDE = 1280
@@ -106,15 +106,6 @@ _ORIENTATION = {
     8: Image.Transpose.ROTATE_90,
 }
 _EXIF_ORIENTATION = 0x0112
-
-
-class MediaError(Exception):
-    """Media that cannot be used. ``kind`` is a short code, ``detail`` a readable reason."""
-
-    def __init__(self, kind: str, detail: str):
-        super().__init__(f"{kind}: {detail}")
-        self.kind = kind
-        self.detail = detail
 
 
 @dataclass(frozen=True)
@@ -332,12 +323,9 @@ def _open_video(path: Path, demuxer: str, deadline: float) -> tuple[av.container
     """Open with the sniffed demuxer only, after checking its index, before `deadline`; with
     the size the container declares for the file (`containers.declared_size`).
     PyAV's open timeout applies to opening and to probing in turn: half the time each."""
-    try:
-        with path.open("rb") as file:
-            check_index(file, demuxer, deadline)
-            declared = declared_size(file, demuxer)
-    except ContainerError as exc:
-        raise MediaError(exc.kind, exc.detail) from None
+    with path.open("rb") as file:
+        check_index(file, demuxer, deadline)
+        declared = declared_size(file, demuxer)
     remaining = max(0.001, deadline - time.monotonic())
     options = dict(_OPEN_OPTIONS, format_whitelist=demuxer)
     if demuxer == MP4:

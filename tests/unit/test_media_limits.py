@@ -18,7 +18,7 @@ import pytest
 from PIL import Image
 
 from facepipe import containers, media
-from facepipe.containers import ContainerError, Sniffed, check_index, sniff
+from facepipe.containers import Sniffed, check_index, sniff
 from facepipe.function import ObjectFunction
 from facepipe.media import MediaError, sample_frames
 from facepipe.settings import Settings
@@ -170,7 +170,7 @@ def test_cues_found_through_the_seek_head_count(sample_dir: Path, monkeypatch: p
     walk = containers._Walk(path.open("rb"), None)
     assert containers._matroska_cues_bytes(walk, path.stat().st_size) > 0
     monkeypatch.setattr(containers, "MAX_INDEX_BYTES", 1)
-    with path.open("rb") as file, pytest.raises(ContainerError, match="Matroska index"):
+    with path.open("rb") as file, pytest.raises(MediaError, match="Matroska index"):
         check_index(file, containers.MATROSKA)
 
 
@@ -186,7 +186,7 @@ def test_a_huge_avi_index_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyP
 def test_walking_a_container_stops_at_the_deadline(tmp_path: Path) -> None:
     path = tmp_path / "boxes.mp4"
     path.write_bytes(struct.pack(">I4s4sI", 16, b"ftyp", b"isom", 0) + struct.pack(">I4s", 8, b"free") * 5000)
-    with path.open("rb") as file, pytest.raises(ContainerError) as info:
+    with path.open("rb") as file, pytest.raises(MediaError) as info:
         check_index(file, containers.MP4, deadline=time.monotonic() - 1)
     assert info.value.kind == "timeout"
 
