@@ -48,7 +48,8 @@ from PIL import Image
 
 from facepipe.containers import MP4, SNIFF_BYTES, SUPPORTED, MediaError, check_index, declared_size, sniff
 
-#: Frames are decoded at most this large (long side); detection runs on a smaller copy.
+#: Frames and stills are decoded at most this large (long side) unless a caller asks for
+#: another size (`max_side`; `Frame.source_scale` says how much smaller than coded they are).
 MAX_DECODE_SIDE = 1280
 #: Pixels of a still image (Pillow refuses larger ones too: Image.MAX_IMAGE_PIXELS below).
 MAX_IMAGE_PIXELS = 64_000_000
@@ -113,6 +114,8 @@ class Frame:
     index: int
     time_s: float
     image: np.ndarray  # RGB, uint8, shape (height, width, 3)
+    #: Pixels of `image` per pixel of the picture as coded: below 1 when it was decoded smaller.
+    source_scale: float = 1.0
 
 
 def _load_libc() -> ctypes.CDLL | None:
@@ -155,13 +158,14 @@ def load_image(path: Path) -> np.ndarray:
     if kind != "image":
         raise MediaError("unreadable", "not a still image that can be decoded")
     try:
-        return _decode_still(path, name)
+        return _decode_still(path, name, MAX_DECODE_SIDE)[0]
     finally:
         release_memory()
 
 
-def _decode_still(path: Path, fmt: str) -> np.ndarray:
-    """Decode the first frame of a still image of Pillow format `fmt` (sniffed)."""
+def _decode_still(path: Path, fmt: str, max_side: int) -> tuple[np.ndarray, float]:
+    """Decode the first frame of a still image of Pillow format `fmt` (sniffed), its long side
+    at most `max_side`; with the scale it was decoded at (`Frame.source_scale`)."""
     try:
         image = Image.open(path, formats=[fmt])
     except Image.DecompressionBombError as exc:
@@ -172,7 +176,7 @@ def _decode_still(path: Path, fmt: str) -> np.ndarray:
         if image.width * image.height > MAX_IMAGE_PIXELS:
             raise MediaError("too_large", f"image of {image.width}x{image.height} pixels is too large")
         full_size = image.size
-        image.draft("RGB", (MAX_DECODE_SIDE, MAX_DECODE_SIDE))  # JPEG: decode at 1/2, 1/4 or 1/8
+        image.draft("RGB", (max_side, max_side))  # JPEG: decode at 1/2, 1/4 or 1/8
         cost = _decode_cost(image, full_size, path.stat().st_size)
         if cost > MAX_IMAGE_DECODE_BYTES:
             raise MediaError(
@@ -183,14 +187,15 @@ def _decode_still(path: Path, fmt: str) -> np.ndarray:
         try:
             image.load()
             orientation = image.getexif().get(_EXIF_ORIENTATION)
-            small = _shrink(image)
+            small = _shrink(image, max_side)
         except MemoryError:
             raise MediaError("too_large", "the image needs more memory than there is") from None
         except Exception as exc:  # noqa: BLE001 - truncated or corrupt data, unsupported modes
             raise MediaError("unreadable", f"image cannot be decoded: {type(exc).__name__}: {exc}"[:300]) from None
+    scale = max(small.size) / max(full_size)
     if orientation in _ORIENTATION:
         small = small.transpose(_ORIENTATION[orientation])
-    return np.asarray(small)
+    return np.asarray(small), scale
 
 
 def _decode_cost(image: Image.Image, full_size: tuple[int, int], file_bytes: int) -> int:
@@ -224,15 +229,15 @@ def _decode_cost(image: Image.Image, full_size: tuple[int, int], file_bytes: int
     return cost
 
 
-def _shrink(image: Image.Image) -> Image.Image:
-    """A loaded image as RGB with its long side at most MAX_DECODE_SIDE. Only the decoded
+def _shrink(image: Image.Image, max_side: int) -> Image.Image:
+    """A loaded image as RGB with its long side at most `max_side`. Only the decoded
     image is ever full size: Pillow's thumbnail shrinks the common modes in place; the others
     are converted to RGB band by band, each band reduced before the next is made."""
     if image.mode in _THUMBNAIL_MODES:
-        image.thumbnail((MAX_DECODE_SIDE, MAX_DECODE_SIDE), Image.Resampling.LANCZOS)
+        image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
         return image.convert("RGB")
     width, height = image.size
-    factor = max(1, max(width, height) // MAX_DECODE_SIDE)
+    factor = max(1, max(width, height) // max_side)
     if factor == 1:
         small = _to_rgb_image(image)
     else:
@@ -242,7 +247,7 @@ def _shrink(image: Image.Image) -> Image.Image:
         for top in range(0, height, rows):
             band = image.crop((0, top, width, min(height, top + rows)))
             small.paste(_to_rgb_image(band, scale).reduce(factor), (0, top // factor))
-    small.thumbnail((MAX_DECODE_SIDE, MAX_DECODE_SIDE), Image.Resampling.LANCZOS)
+    small.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
     return small
 
 
@@ -268,13 +273,14 @@ def _to_rgb_image(image: Image.Image, scale: tuple[float, float] | None = None) 
 # ----------------------------------------------------------------------------- video
 
 
-def _to_rgb(frame: av.VideoFrame) -> np.ndarray:
-    """The frame as upright RGB, scaled (by FFmpeg's swscale) to at most MAX_DECODE_SIDE."""
-    scale = min(1.0, MAX_DECODE_SIDE / max(frame.width, frame.height))
+def _to_rgb(frame: av.VideoFrame, max_side: int) -> tuple[np.ndarray, float]:
+    """The frame as upright RGB, scaled (by FFmpeg's swscale) to at most `max_side`; with the
+    scale (`Frame.source_scale`)."""
+    scale = min(1.0, max_side / max(frame.width, frame.height))
     width, height = max(2, round(frame.width * scale)), max(2, round(frame.height * scale))
     image = frame.to_ndarray(format="rgb24", width=width, height=height)
     turns = round((frame.rotation or 0) / 90) % 4  # display matrix, counter-clockwise degrees
-    return np.ascontiguousarray(np.rot90(image, turns))
+    return np.ascontiguousarray(np.rot90(image, turns)), scale
 
 
 def _open_error(path: Path, demuxer: str, exc: Exception) -> MediaError:
@@ -464,6 +470,7 @@ def sample_video_frames(
     timeout_s: float = 60.0,
     keyframes_only: bool = False,
     demuxer: str | None = None,
+    max_side: int = MAX_DECODE_SIDE,
 ) -> Samples:
     """Frames to look at in a video, so that a face on screen for `interval_s` or longer
     anywhere in it is in one, whatever the encoder's keyframes: the frame on screen at each of
@@ -484,7 +491,9 @@ def sample_video_frames(
     is an `unreadable` error.
     """
     return Samples(
-        lambda samples: _video_frames(samples, path, interval_s, max_frames, timeout_s, keyframes_only, demuxer)
+        lambda samples: _video_frames(
+            samples, path, interval_s, max_frames, timeout_s, keyframes_only, demuxer, max_side
+        )
     )
 
 
@@ -496,6 +505,7 @@ def _video_frames(
     timeout_s: float,
     keyframes_only: bool,
     demuxer: str | None,
+    max_side: int,
 ) -> Generator[Frame, None, None]:
     deadline = time.monotonic() + timeout_s
     if demuxer is None:
@@ -531,7 +541,7 @@ def _video_frames(
             frames = decoder.on_grid(_grid(container, stream, interval_s, max_frames))
         count = 0
         for frame in frames:
-            yield Frame(count, round(decoder.position(frame), 3), _to_rgb(frame))
+            yield Frame(count, round(decoder.position(frame), 3), *_to_rgb(frame, max_side))
             count += 1
         notes = decoder.notes
         if declared is not None and declared > size:
@@ -770,21 +780,29 @@ def sample_frames(
     max_frames: int = 60,
     timeout_s: float = 60.0,
     keyframes_only: bool = False,
+    max_side: int = MAX_DECODE_SIDE,
 ) -> Samples:
     """Frames to look at: the picture itself (its first frame) for a still image, else
-    sampled video frames (`sample_video_frames`). The format is the one the file's bytes say."""
-    return Samples(lambda samples: _frames(samples, path, interval_s, max_frames, timeout_s, keyframes_only))
+    sampled video frames (`sample_video_frames`), long side at most `max_side`. The format is
+    the one the file's bytes say."""
+    return Samples(lambda samples: _frames(samples, path, interval_s, max_frames, timeout_s, keyframes_only, max_side))
 
 
 def _frames(
-    samples: Samples, path: Path, interval_s: float, max_frames: int, timeout_s: float, keyframes_only: bool
+    samples: Samples,
+    path: Path,
+    interval_s: float,
+    max_frames: int,
+    timeout_s: float,
+    keyframes_only: bool,
+    max_side: int,
 ) -> Generator[Frame, None, None]:
     kind, name = _sniff(path)
     try:
         if kind == "image":
-            yield Frame(0, 0.0, _decode_still(path, name))
+            yield Frame(0, 0.0, *_decode_still(path, name, max_side))
             return
-        video = sample_video_frames(path, interval_s, max_frames, timeout_s, keyframes_only, demuxer=name)
+        video = sample_video_frames(path, interval_s, max_frames, timeout_s, keyframes_only, name, max_side)
         try:
             yield from video
         finally:

@@ -6,16 +6,16 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from facepipe.faces.recognition import Recognition
+from facepipe.faces.recognition import KEY_FRAME_HEIGHT, Recognition
 
-PICTURE_HEIGHT = 360
+PICTURE_HEIGHT = KEY_FRAME_HEIGHT
 MAX_PANELS = 4
 KNOWN_COLOUR = (46, 204, 64)  # RGB
 UNKNOWN_COLOUR = (255, 133, 27)  # RGB, orange
 
 
 def _panel(image: np.ndarray, hits: list, scale: float) -> np.ndarray:
-    panel = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    panel = image.copy()
     thickness = max(1, round(PICTURE_HEIGHT / 180))
     for hit in hits:
         top, right, bottom, left = (round(v * scale) for v in hit.box)
@@ -34,8 +34,7 @@ def annotated_jpeg(recognition: Recognition, quality: int = 85) -> bytes | None:
     panels = []
     for frame in recognition.key_frames[:MAX_PANELS]:
         hits = [hit for hit in recognition.hits if hit.frame_index == frame.index]
-        scale = PICTURE_HEIGHT / frame.image.shape[0]
-        panels.append(_panel(frame.image, hits, scale))
+        panels.append(_panel(frame.image, hits, frame.scale))
     if not panels:
         return None
     picture = np.hstack(panels) if len(panels) > 1 else panels[0]

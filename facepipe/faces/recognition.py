@@ -17,6 +17,9 @@ from facepipe.faces.known_faces import KnownFaces
 from facepipe.media import Frame, MediaError
 
 MAX_KEY_FRAMES = 4
+#: Key frames are kept this high (the annotated picture's height), not at their decoded size:
+#: a 1920x1080 frame is 6 MB, and a worker holds up to MAX_KEY_FRAMES of them while it detects.
+KEY_FRAME_HEIGHT = 360
 #: The smallest face (side of dlib's box) that the HOG detector finds reliably in the image it
 #: runs on: measured with the sample's and the CSE546 faces at random offsets, faces of 60 px
 #: were found in nearly every trial, 52-56 px in some, 48 px rarely (its window is 80 px).
@@ -24,6 +27,11 @@ HOG_MIN_FACE_PX = 64
 #: Most pixels of the (upsampled) copy detection runs on: what a 40 px face in a 1920x1080 frame
 #: needs. Past it (larger frames and smaller MIN_FACE_PX), the smallest face found grows.
 MAX_DETECT_PIXELS = 3072 * 1728
+#: Frames are decoded with their long side at most this: 1920x1080 is the largest frame whose
+#: 40 px faces the fine pass sees within MAX_DETECT_PIXELS, and a face of 40 px as coded stays
+#: 40 px (decoded smaller and scaled up again, it scores lower). Larger frames are decoded at
+#: this size, their `source_scale` below 1.
+DECODE_SIDE = 1920
 #: The fine pyramid also reports boxes scoring down to this (dlib's threshold is 0): faces the
 #: HOG model scores weakly (some CSE546 faces score near 0 at every scale). Such a box counts
 #: only when its face matches a known person, at most MAX_WEAK_BOXES per frame (each costs an encoding).
@@ -46,6 +54,24 @@ class FaceHit:
     unknown: int | None = None
 
 
+@dataclass(frozen=True)
+class KeyFrame:
+    """A frame worth showing, shrunk (or enlarged) to KEY_FRAME_HEIGHT."""
+
+    index: int
+    time_s: float
+    image: np.ndarray  # RGB, KEY_FRAME_HEIGHT high
+    #: Pixels of `image` per pixel of the decoded frame (the pixels `FaceHit.box` counts in).
+    scale: float
+
+    @classmethod
+    def of(cls, frame: Frame) -> KeyFrame:
+        scale = KEY_FRAME_HEIGHT / frame.image.shape[0]
+        interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+        image = cv2.resize(frame.image, None, fx=scale, fy=scale, interpolation=interpolation)
+        return cls(frame.index, frame.time_s, image, scale)
+
+
 @dataclass
 class Recognition:
     hits: list[FaceHit] = field(default_factory=list)
@@ -56,7 +82,7 @@ class Recognition:
     encode_s: float = 0.0
     #: The frames worth showing: each frame where someone known was first seen; else the first
     #: frame with a face; else the first frame.
-    key_frames: list[Frame] = field(default_factory=list)
+    key_frames: list[KeyFrame] = field(default_factory=list)
     #: One encoding per distinct unknown face (the mean of the faces taken for it).
     unknown_encodings: list[np.ndarray] = field(default_factory=list)
     #: Why the media was only partly usable (a readable reason), None when it was whole.
@@ -119,21 +145,23 @@ class Recognizer:
 
     Detection: dlib's HOG detector scans an image pyramid, each level 5/6 of the one above,
     from the image it is given down to its 80 px window, and finds faces of HOG_MIN_FACE_PX
-    and more in each level. Two pyramids, their boxes merged once (`merge_boxes`):
+    and more in each level.
 
-    - coarse: a copy whose long side is `detect_width`, upsampled once when it shows no face
-      (the way this function has always detected, so that large faces are found as before);
-    - fine, when the coarse one cannot see faces of `min_face_px` (in the frame as it was
-      coded: a frame decoded smaller, see `Frame.source_scale`, is scaled the more): a copy
-      scaled by HOG_MIN_FACE_PX / `min_face_px` (1.6 for 40 px, upsampled), at most
-      MAX_DETECT_PIXELS, in grey levels (a third faster than colour, the same faces found in the
-      tests and on CSE546). It finds every face of `min_face_px` and more, anywhere in the frame.
+    - fine: a grey copy scaled by HOG_MIN_FACE_PX / `min_face_px` (1.6 for 40 px; in the frame
+      as it was coded, so a frame decoded smaller, see `Frame.source_scale`, is scaled the
+      more), at most MAX_DETECT_PIXELS. Its pyramid finds every face of `min_face_px` and more,
+      anywhere in the frame; grey levels cost a third less than colour and found the same
+      faces in the tests and on CSE546.
+    - coarse: a copy whose long side is `detect_width`, upsampled once when it shows no face,
+      only where the fine pyramid starts below twice its scale (small frames, a large
+      `min_face_px`). Elsewhere the fine pyramid passes through every scale the coarse one
+      would look at, and the coarse one would only add time (25-45 ms a frame, and 140 ms
+      for its upsampled pass, on CSE546).
 
-    A pyramid's top level costs about a third of the pyramid, so no split of the fine one (more
-    scales, tiles) would cost less; the coarse one adds a few percent and keeps large faces
-    found at the scales they always were (the HOG score of a face near its threshold depends on
-    the scale). Encodings are computed on the decoded frame; `encoder` names how (see
-    facepipe.faces.encoder: the same descriptors either way).
+    Boxes of both pyramids are merged once (`merge_boxes`). No split of the fine pyramid
+    (more scales, tiles) would cost less: its top level is about a third of it. Encodings are
+    computed on the decoded frame; `encoder` names how (see facepipe.faces.encoder: the same
+    descriptors either way).
     """
 
     def __init__(
@@ -166,12 +194,16 @@ class Recognizer:
         """`detect`'s boxes with their detection scores, weak ones (below 0) included, left to right."""
         height, width = image.shape[:2]
         coarse = min(1.0, self.detect_width / max(width, height))
-        boxes, scores = self._run(image, coarse)
-        seen = coarse  # the largest scale a pyramid started from
-        if not boxes:
-            boxes, scores = self._run(image, coarse, upsample=1)
-            seen = 2 * coarse
         fine = detection_scale(width, height, self.min_face_px if min_face is None else min_face)
+        boxes: list[Box] = []
+        scores: list[float] = []
+        seen = 0.0  # the largest scale a pyramid started from
+        if fine < 2 * coarse:
+            boxes, scores = self._run(image, coarse)
+            seen = coarse
+            if not boxes:
+                boxes, scores = self._run(image, coarse, upsample=1)
+                seen = 2 * coarse
         if fine > seen:
             grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)  # HOG on one channel: a third less time
             more, more_scores = self._run(grey, fine, threshold=WEAK_SCORE)
@@ -210,7 +242,7 @@ class Recognizer:
     def _recognize_frame(self, frame: Frame) -> tuple[list[FaceHit], list[np.ndarray], float]:
         """The frame's faces, their encodings and the seconds spent encoding them. A weak box
         (score below 0) counts only when it matches a known person."""
-        scored = self.detect_scored(frame.image, self.min_face_px * getattr(frame, "source_scale", 1.0))
+        scored = self.detect_scored(frame.image, self.min_face_px * frame.source_scale)
         if not scored:
             return [], [], 0.0
         started = time.perf_counter()
@@ -240,6 +272,8 @@ class Recognizer:
             if frame is None:
                 result.damage = getattr(frames, "damage", None)
                 return result
+            if not result.frames:
+                result.frame_size = (frame.image.shape[1], frame.image.shape[0])
             if deadline is not None and time.monotonic() > deadline:
                 raise MediaError("timeout", f"the time limit ran out after {result.frames} frames")
             started = time.perf_counter()
@@ -254,12 +288,12 @@ class Recognizer:
                     result.key_frames.clear()
                     key_frames_known = key_frames_faces = True
                 if len(result.key_frames) < MAX_KEY_FRAMES:
-                    result.key_frames.append(frame)
+                    result.key_frames.append(KeyFrame.of(frame))
             elif hits and not key_frames_faces:
-                result.key_frames[:] = [frame]
+                result.key_frames[:] = [KeyFrame.of(frame)]
                 key_frames_faces = True
             elif not result.key_frames:
-                result.key_frames.append(frame)
+                result.key_frames.append(KeyFrame.of(frame))
             result.frames += 1
 
 

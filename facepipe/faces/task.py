@@ -19,7 +19,7 @@ from facepipe.answers import AnswerBody, render_csv
 from facepipe.faces.annotate import annotated_jpeg
 from facepipe.faces.encoder import ENCODERS
 from facepipe.faces.known_faces import load_known_faces
-from facepipe.faces.recognition import Recognition, Recognizer
+from facepipe.faces.recognition import DECODE_SIDE, Recognition, Recognizer
 from facepipe.faces.students import StudentDirectory
 from facepipe.function import Computed
 from facepipe.media import sample_frames
@@ -56,15 +56,13 @@ class FaceRecognitionTask:
             max_frames=self.settings.max_frames,
             timeout_s=timeout_s,
             keyframes_only=self.settings.frame_sampling == "keyframes",
+            max_side=DECODE_SIDE,
         )
         recognition = self.recognizer.recognize(frames, deadline)
         # The picture is drawn here, within the one-computation-at-a-time section, and the key
-        # frames let go: they are full size (a photo may have 64 Mpx), and held on into `answer`
-        # they would sit in memory beside the next object's frames.
-        height, width = recognition.key_frames[0].image.shape[:2] if recognition.key_frames else (0, 0)
-        return dataclasses.replace(
-            recognition, picture=annotated_jpeg(recognition), frame_size=(width, height), key_frames=[]
-        )
+        # frames let go: held on into `answer`, they would sit in memory beside the next
+        # object's frames.
+        return dataclasses.replace(recognition, picture=annotated_jpeg(recognition), key_frames=[])
 
     def answer(self, recognition: Recognition) -> Computed:
         t = time.perf_counter()

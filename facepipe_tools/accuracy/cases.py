@@ -23,7 +23,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from facepipe_tools.accuracy.classroom import PlacedFace, Portrait, compose
+from facepipe_tools.accuracy.classroom import FACE_WIDTHS, PlacedFace, Portrait, compose
 from facepipe_tools.sample import photo
 
 CLASSROOM = "classroom"
@@ -105,9 +105,10 @@ def classroom_cases(portraits: Sequence[Portrait], known: str) -> list[Case]:
             for still in stills:
                 still.unlink(missing_ok=True)
 
-    scales = "faces of 48, 100 and 250 px"
+    widths = {height: "/".join(str(width) for width in sizes.values()) for height, sizes in FACE_WIDTHS.items()}
+    scales = f"faces of {widths[720]} px"
     return [
-        Case(f"{stem}_frame.jpg", CLASSROOM, f"8 faces of {len(portraits)} people from {origin}, 56/110/270 px, "
+        Case(f"{stem}_frame.jpg", CLASSROOM, f"8 faces of {len(portraits)} people from {origin}, {widths[1080]} px, "
              "1920x1080 JPEG", _people(frame_faces), tuple(frame_faces), (1920, 1080), known, make_frame),
         Case(f"{stem}_clip.mp4", CLASSROOM, f"8 faces of {len(portraits)} people from {origin}, {scales}, 3 enter "
              f"at {LATE_S:g} s, 1280x720 H.264 keyint 250, {CLIP_S:g} s", _people(clip_faces), tuple(clip_faces),

@@ -22,8 +22,9 @@ from facepipe_tools.sample import photo
 
 Box = tuple[int, int, int, int]  # top, right, bottom, left
 
-#: Face widths (the detector's box, in the frame's pixels) of the three scales, by frame height.
-FACE_WIDTHS = {720: {"small": 48, "medium": 100, "large": 250}, 1080: {"small": 56, "medium": 110, "large": 270}}
+#: Face widths (the detector's box, in the frame's pixels) of the three scales, by frame height:
+#: the small ones at MIN_FACE_PX, the smallest face the function promises to find.
+FACE_WIDTHS = {720: {"small": 40, "medium": 100, "large": 250}, 1080: {"small": 40, "medium": 110, "large": 270}}
 #: The slots of a classroom frame: (row, scale) back to front, left to right within a row.
 SLOTS: tuple[tuple[str, str], ...] = (
     ("back", "small"), ("back", "small"), ("back", "medium"), ("back", "small"),

@@ -32,7 +32,7 @@ def missed(summary: dict, group: str) -> list[str]:
 
 
 def test_every_face_of_the_classroom_is_found(summary: dict) -> None:
-    """Eight faces at 48-56, 100-110 and 250-270 px, small beside large, three entering after 2 s."""
+    """Eight faces at 40, 100-110 and 250-270 px, small beside large, three entering after 2 s."""
     assert [case["name"] for case in summary["cases"] if case["group"] == CLASSROOM]
     assert missed(summary, CLASSROOM) == []
 

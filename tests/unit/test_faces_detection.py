@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import subprocess
 from pathlib import Path
 
 import cv2
@@ -124,12 +125,55 @@ def test_before_this_change_the_small_faces_were_missed(recognizer: Recognizer, 
 
 
 def test_a_face_both_pyramids_find_is_boxed_once(recognizer: Recognizer, faces) -> None:
-    canvas = background(1280, 720)
-    area = paste(canvas, faces["grace_hopper"], 160, 500, 200)  # seen by the coarse and the fine pyramid
-    assert len(recognizer._run(canvas, 0.5)[0]) == 1
+    """At 640x360 the coarse pyramid starts at 1.0 and finds a face, so the fine one (1.6) runs too."""
+    canvas = background(640, 360)
+    area = paste(canvas, faces["grace_hopper"], 120, 250, 80)
+    assert len(recognizer._run(canvas, 1.0)[0]) == 1
     assert len(recognizer._run(canvas, 1.6)[0]) == 1
     boxes = recognizer.detect(canvas)
     assert len(boxes) == 1 and inside(boxes[0], area)
+
+
+def test_a_large_frame_is_searched_by_the_fine_pyramid_alone(recognizer: Recognizer, faces, monkeypatch) -> None:
+    """From 1.6, the fine pyramid sees every face the coarse one (0.5 at 1280 px, 1.0 upsampled) would."""
+    canvas = background(1280, 720)
+    paste(canvas, faces["grace_hopper"], 300, 100, 100)
+    paste(canvas, faces["eileen_collins"], 44, 900, 400)
+    scales = []
+    run = recognizer._run
+    monkeypatch.setattr(recognizer, "_run", lambda image, scale, *args, **kwargs: (
+        scales.append(scale), run(image, scale, *args, **kwargs))[1])  # fmt: skip
+    assert len(recognizer.detect(canvas)) == 2
+    assert scales == [1.6]
+
+
+def test_faces_are_looked_for_at_their_size_as_coded(faces) -> None:
+    """A 4K frame decoded at 1920x1080 (`source_scale` 0.5): its 80 px faces are 40 px in the
+    decoded frame, and MIN_FACE_PX=80 means 80 px as coded."""
+    recognizer = Recognizer(load_known_faces(KNOWN_FACES), min_face_px=80)
+    canvas = background(1920, 1080)
+    area = paste(canvas, faces["eileen_collins"], 42, 900, 500)
+    (hit,) = recognizer.recognize([Frame(0, 0.0, canvas, source_scale=0.5)]).hits
+    assert hit.name == "eileen_collins" and inside(hit.box, area)
+    assert recognizer.recognize([Frame(0, 0.0, canvas)]).hits == []  # taken as coded size, 42 px is below 80
+
+
+def test_40px_faces_of_a_1080p_video_are_found(task: FaceRecognitionTask, faces, tmp_path: Path) -> None:
+    """The task decodes 1920x1080 frames as coded: decoded at 1280 px, a 40 px face would be 27 px."""
+    canvas = background(1920, 1080)
+    hopper = paste(canvas, faces["grace_hopper"], 40, 300, 700)
+    collins = paste(canvas, faces["eileen_collins"], 40, 1500, 200)
+    still = tmp_path / "frame.png"
+    Image.fromarray(canvas).save(still)
+    clip = tmp_path / "classroom.mp4"
+    ffmpeg = ["ffmpeg", "-nostdin", "-loglevel", "error", "-loop", "1", "-i", str(still), "-t", "1.5", "-r", "25"]
+    subprocess.run([*ffmpeg, "-c:v", "libx264", "-crf", "16", "-pix_fmt", "yuv420p", str(clip)], check=True)
+    for path in (still, clip):
+        recognition = task.compute(path)
+        assert recognition.frame_size == (1920, 1080)
+        hits = {hit.name: hit.box for hit in recognition.hits}
+        assert recognition.people == ["grace_hopper"] and recognition.unknown_faces == 1, path.name
+        assert inside(hits["grace_hopper"], hopper) and inside(hits[None], collins), path.name
 
 
 def test_merge_keeps_the_best_of_overlapping_or_nested_boxes() -> None:

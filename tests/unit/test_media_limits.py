@@ -358,3 +358,15 @@ def test_hostile_files_are_answered_in_bounded_memory(hostile: list[tuple[hostil
                 problems[case.name] = problem
         assert problems == {}, frame_sampling
         assert measured["peak_rss_mb"] <= WORKER_LIMIT_MB - WEB_STACK_MB, (frame_sampling, measured)
+
+
+def test_frames_say_how_much_smaller_than_coded_they_were_decoded(tmp_path: Path, sample_dir: Path) -> None:
+    """`max_side` bounds the decoded size; `source_scale` carries the shrink to detection."""
+    (whole,) = sample_frames(sample_dir / "sample_hopper.mp4", max_frames=1)
+    (small,) = sample_frames(sample_dir / "sample_hopper.mp4", max_frames=1, max_side=300)
+    assert whole.image.shape == (600, 512, 3) and whole.source_scale == 1.0
+    assert small.image.shape == (300, 256, 3) and small.source_scale == 0.5
+    still = tmp_path / "still.png"
+    Image.new("RGB", (2400, 1200)).save(still)
+    assert [(f.image.shape, f.source_scale) for f in sample_frames(still)] == [((640, 1280, 3), 1280 / 2400)]
+    assert [(f.image.shape, f.source_scale) for f in sample_frames(still, max_side=1920)] == [((960, 1920, 3), 0.8)]

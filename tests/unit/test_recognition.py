@@ -54,7 +54,8 @@ def test_annotated_picture_marks_every_face(recognizer: Recognizer, sample_dir: 
     picture = cv2.cvtColor(cv2.imdecode(np.frombuffer(annotated_jpeg(result), np.uint8), cv2.IMREAD_COLOR),
                            cv2.COLOR_BGR2RGB)  # fmt: skip
     assert picture.shape[0] == 360
-    scale = 360 / result.key_frames[0].image.shape[0]
+    scale = result.key_frames[0].scale
+    assert scale == 360 / result.frame_size[1]
     for hit in result.hits:
         top, right, bottom, left = (round(v * scale) for v in hit.box)
         edge = picture[(top + bottom) // 2, max(0, left - 1) : left + 2].astype(int)
