@@ -1,6 +1,6 @@
 """Face descriptors: the 128 numbers that face_recognition compares.
 
-Two encoders give the same numbers. ``dlib`` is face_recognition's own call. ``numpy`` runs
+Two encoders give the same numbers. ``dlib`` makes face_recognition's own calls. ``numpy`` runs
 the very same network, dlib's ResNet with the weights of face_recognition_models' file,
 with numpy's OpenBLAS: the prebuilt dlib wheels are built without BLAS, and their own matrix
 code takes 110-170 ms per face on this project's 2-core machine, numpy about 30 ms. Both
@@ -222,34 +222,35 @@ class ResNet:
 
 
 class FaceEncoder:
-    """`encoder(image, boxes)` -> one descriptor per box (float64, like face_recognition's)."""
+    """`encoder(image, boxes)` -> one descriptor per box (float64, like face_recognition's).
+
+    The models are loaded from face_recognition_models' files with dlib alone: importing
+    face_recognition would load all of its models (the 68-point landmarks, the CNN detector,
+    dlib's ResNet), about 107 MiB per worker that the function never uses. The ``dlib``
+    encoder makes face_recognition's own calls (`face_encodings` with the "small" landmarks
+    and one jitter)."""
 
     def __init__(self, name: str = "numpy"):
         if name not in ENCODERS:
             raise ValueError(f"FACE_ENCODER must be one of {', '.join(ENCODERS)}, not {name!r}")
         import dlib
-        import face_recognition  # loads the dlib models (about 1 s)
-        from face_recognition import api
+        import face_recognition_models
 
-        self.name = name
         self._dlib = dlib
-        self._fr = face_recognition
-        self._landmarks = api.pose_predictor_5_point  # face_recognition's "small" model, as in face_encodings
-        self._net = None
-        if name == "numpy":
-            import face_recognition_models
-
-            self._net = ResNet(face_recognition_models.face_recognition_model_location())
+        self.name = name
+        self._landmarks = dlib.shape_predictor(face_recognition_models.pose_predictor_five_point_model_location())
+        weights = face_recognition_models.face_recognition_model_location()
+        self._net = ResNet(weights) if name == "numpy" else None
+        self._dlib_net = dlib.face_recognition_model_v1(weights) if name == "dlib" else None
 
     def __call__(self, image: np.ndarray, boxes: Sequence[Box]) -> list[np.ndarray]:
-        if self._net is None:
-            return self._fr.face_encodings(image, known_face_locations=list(boxes))
         dlib = self._dlib
+        rects = [dlib.rectangle(left, top, right, bottom) for top, right, bottom, left in boxes]
+        shapes = [self._landmarks(image, rect) for rect in rects]
+        if self._dlib_net is not None:
+            return [np.array(self._dlib_net.compute_face_descriptor(image, shape, 1)) for shape in shapes]
         # One chip at a time, as face_recognition's face_encodings does: dlib's batch call
         # (get_face_chips) shares one image pyramid between the chips, and with faces of
         # different sizes in one frame some chips come out different (seen: 6e-3 in a descriptor).
-        chips = []
-        for top, right, bottom, left in boxes:
-            shape = self._landmarks(image, dlib.rectangle(left, top, right, bottom))
-            chips.append(dlib.get_face_chip(image, shape, size=CHIP_SIZE, padding=CHIP_PADDING))
+        chips = [dlib.get_face_chip(image, shape, size=CHIP_SIZE, padding=CHIP_PADDING) for shape in shapes]
         return [self._net.descriptor(np.asarray(chip)).astype(np.float64) for chip in chips]

@@ -1,5 +1,7 @@
 """The numpy encoder must give dlib's own descriptors (see facepipe.faces.encoder)."""
 
+import subprocess
+import sys
 from pathlib import Path
 
 import face_recognition
@@ -10,6 +12,7 @@ from PIL import Image
 
 from facepipe.faces.encoder import FaceEncoder, ModelFormatError, ResNet
 from facepipe.media import sample_frames
+from facepipe_tools.paths import REPO_ROOT
 from facepipe_tools.sample import photo
 
 #: float32 arithmetic in another order than dlib's: differences are about 1e-7.
@@ -31,6 +34,8 @@ def assert_same_descriptors(image: np.ndarray, numpy_encoder: FaceEncoder, dlib_
     boxes = face_recognition.face_locations(image, number_of_times_to_upsample=1)
     ours, theirs = numpy_encoder(image, boxes), dlib_encoder(image, boxes)
     assert len(ours) == len(theirs) == len(boxes)
+    library = face_recognition.face_encodings(image, known_face_locations=boxes)
+    assert all(np.array_equal(mine, reference) for mine, reference in zip(theirs, library, strict=True))
     for mine, reference in zip(ours, theirs, strict=True):
         assert mine.shape == (128,) and mine.dtype == np.float64
         assert np.abs(mine - reference).max() < TOLERANCE
@@ -92,3 +97,14 @@ def test_a_file_that_is_not_the_model_is_refused(tmp_path: Path, content: bytes)
     path.write_bytes(content)
     with pytest.raises(ModelFormatError):
         ResNet(path)
+
+
+def test_the_function_does_not_load_face_recognitions_models() -> None:
+    """Importing face_recognition loads all its models: about 107 MiB a worker never uses."""
+    code = (
+        "import sys, numpy as np; from facepipe.faces.encoder import FaceEncoder;"
+        "assert len(FaceEncoder('numpy')(np.zeros((200, 200, 3), np.uint8), [(50, 150, 150, 50)])) == 1;"
+        "assert len(FaceEncoder('dlib')(np.zeros((200, 200, 3), np.uint8), [(50, 150, 150, 50)])) == 1;"
+        "assert 'face_recognition' not in sys.modules, 'face_recognition was imported'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO_ROOT)
