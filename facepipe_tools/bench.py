@@ -66,7 +66,7 @@ from facepipe_tools.checker import check
 from facepipe_tools.mapping import OK, MappingEntry, compare, load_mapping
 from facepipe_tools.paths import cse546_dir
 from facepipe_tools.stack import LocalStack, free_port, free_port_range
-from facepipe_tools.stats import percentile
+from facepipe_tools.stats import peak_rss_mb, percentile
 from facepipe_tools.workload import clear_bucket, collect_media
 
 #: Keys of the JSON line that are always present (null when a phase did not run).
@@ -391,19 +391,6 @@ def worker_metrics(samples: metrics_client.Samples) -> WorkerMetrics:
         compute_s=samples.value("facerec_stage_seconds_sum", stage="decode")
         + samples.value("facerec_stage_seconds_sum", stage="detect"),
     )
-
-
-def peak_rss_mb(pid: int) -> float | None:
-    """VmHWM (peak resident set size) of a process in MiB, None when it is gone. Read from
-    /proc because psutil gives only the current RSS on Linux, not the peak."""
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return None
-    for line in status.splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return None
 
 
 def process_cpu_s(pid: int) -> float | None:

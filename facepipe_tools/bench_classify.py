@@ -64,7 +64,6 @@ from facepipe_tools.bench import (
     mean,
     median,
     one_cpu,
-    peak_rss_mb,
     ratio,
     rounded,
 )
@@ -74,7 +73,7 @@ from facepipe_tools.metrics_client import Samples, fetch
 from facepipe_tools.paths import REPO_ROOT
 from facepipe_tools.stack import LocalStack, free_port, free_port_range
 from facepipe_tools.stack.config import DEFAULT_KNOWN_FACES, DEFAULT_STUDENT_DATA
-from facepipe_tools.stats import percentile
+from facepipe_tools.stats import peak_rss_mb, percentile
 
 #: Keys of the `classification` object that are always present (null when a phase did not run).
 REQUIRED_KEYS = (

@@ -29,6 +29,8 @@ from pathlib import Path
 
 from PIL import Image
 
+from facepipe_tools.stats import peak_rss_mb
+
 #: The answers a case accepts: error kinds (an error record of that kind), FACE (a result
 #: naming exactly the person in the photo the files were made with) or NOBODY (a result
 #: naming nobody).
@@ -583,18 +585,6 @@ def judge(case: Hostile, kind: str, found: str | list[str], face_people: list[st
     return f"error {kind} ({found}); accepted: {', '.join(sorted(case.accept))}"
 
 
-def peak_rss_bytes() -> int:
-    """This process's peak resident memory (VmHWM), 0 where /proc is not there."""
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
-
-
 class _NoStudents:
     """A students table that knows nobody: the records are not what is measured."""
 
@@ -611,7 +601,7 @@ def measure(paths: list[Path], known_faces: Path, frame_sampling: str = "keyfram
 
     settings = Settings(known_faces=str(known_faces), students_table="students", frame_sampling=frame_sampling)
     task = FaceRecognitionTask(settings, students=_NoStudents())
-    loaded = peak_rss_bytes()
+    loaded = peak_rss_mb() or 0.0
     answers: dict[str, list] = {}
     for path in paths:
         try:
@@ -620,7 +610,7 @@ def measure(paths: list[Path], known_faces: Path, frame_sampling: str = "keyfram
             answers[path.name] = ["csv", list(recognition.people)]
         except MediaError as exc:
             answers[path.name] = [exc.kind, exc.detail]
-    return {"answers": answers, "loaded_rss_mb": loaded >> 20, "peak_rss_mb": peak_rss_bytes() >> 20}
+    return {"answers": answers, "loaded_rss_mb": int(loaded), "peak_rss_mb": int(peak_rss_mb() or 0.0)}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,7 +8,6 @@ import numpy as np
 
 from facepipe.faces.recognition import KEY_FRAME_HEIGHT, Recognition
 
-PICTURE_HEIGHT = KEY_FRAME_HEIGHT
 MAX_PANELS = 4
 KNOWN_COLOUR = (46, 204, 64)  # RGB
 UNKNOWN_COLOUR = (255, 133, 27)  # RGB, orange
@@ -16,7 +15,7 @@ UNKNOWN_COLOUR = (255, 133, 27)  # RGB, orange
 
 def _panel(image: np.ndarray, hits: list, scale: float) -> np.ndarray:
     panel = image.copy()
-    thickness = max(1, round(PICTURE_HEIGHT / 180))
+    thickness = max(1, round(KEY_FRAME_HEIGHT / 180))
     for hit in hits:
         top, right, bottom, left = (round(v * scale) for v in hit.box)
         colour = KNOWN_COLOUR if hit.name else UNKNOWN_COLOUR

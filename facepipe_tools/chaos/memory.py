@@ -14,6 +14,7 @@ from facepipe_tools import hostile_media
 from facepipe_tools.chaos.stack import POLL_S, UPLOAD_THREADS, ChaosError, StackClient
 from facepipe_tools.hostile_media import ffmpeg
 from facepipe_tools.polling import wait_for
+from facepipe_tools.stats import read_status, vmhwm_mb
 
 #: Hostile media through the running stack, the workers' peak memory measured (run_memory).
 MEMORY = "memory"
@@ -21,21 +22,6 @@ MEMORY = "memory"
 #: stack.yml is 1 GiB).
 WORKER_RSS_LIMIT_MB = 700
 MEMORY_PREFIX = "memory/"
-
-
-def vmhwm_mb(status: str) -> float | None:
-    """The peak resident memory (VmHWM) in MiB from the text of /proc/<pid>/status."""
-    for line in status.splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return None
-
-
-def read_status(pid: int) -> str | None:
-    try:
-        return Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return None
 
 
 class RssSampler:
