@@ -182,6 +182,11 @@ class Version:
     etag: str = ""
     modified: datetime | None = None
 
+    @classmethod
+    def of(cls, obj: dict) -> Version:
+        """The version an S3 listing entry or HEAD answer describes."""
+        return cls(_etag(obj), obj.get("LastModified"))
+
 
 @dataclass(frozen=True)
 class StoredAnswer:

@@ -82,6 +82,10 @@ class OutputReader:
         self.bucket = bucket
         self._cache: dict[tuple[str, str], AnswerBody] = {}
 
+    def head(self, answer: StoredAnswer) -> StoredAnswer | None:
+        """`answer` with the source ETag of its metadata; None when it is gone."""
+        return answers.head(self.s3, self.bucket, answer)
+
     def read(self, answer: StoredAnswer) -> AnswerBody:
         ident = (answer.key, answer.etag)
         if ident not in self._cache:
@@ -99,7 +103,12 @@ def evaluate(
     row.uploaded_at = uploaded["LastModified"] if uploaded else None
     found = outputs.get(answers.stem(entry.key), Answers())
     newest = found.newest()
-    answer = newest if uploaded is None else found.current(Version(modified=row.uploaded_at))
+    answer = newest if uploaded is None else found.current(Version.of(uploaded))
+    if answer is None and newest is not None and uploaded is not None:
+        # Older than the upload by the listing, but an identical re-upload (same ETag) keeps its
+        # answer: the answer's metadata names the version it answers.
+        stored = reader.head(newest)
+        answer = stored if stored is not None and answers.is_current(stored, Version.of(uploaded)) else None
     if answer is None:
         if newest is not None:
             row.detail = f"only a result older than the uploaded {noun}"

@@ -65,7 +65,7 @@ class Reconciler:
                 validate_key(key)
             except ValueError:
                 continue
-            version = answers.Version(str(obj.get("ETag", "")).strip('"'), obj["LastModified"])
+            version = answers.Version.of(obj)
             if found.get(answers.stem(key), answers.Answers()).current(version) is not None:
                 continue
             unanswered += 1

@@ -200,7 +200,7 @@ def result(svc: Services, channel: Channel, key: str) -> Response:
     try:
         answer = channel.store.lookup(key)
         head = svc.s3.head_object(Bucket=channel.input_bucket, Key=key)
-        uploaded = Version(str(head.get("ETag", "")).strip('"'), head["LastModified"])
+        uploaded = Version.of(head)
     except ClientError as exc:
         if not is_missing(exc):
             return reject(503, "the buckets cannot be read right now; try again")

@@ -112,8 +112,12 @@ def test_missing_bucket_is_a_check_error(s3):
 
 
 class Reader:
-    def __init__(self, texts: dict[str, str]):
+    def __init__(self, texts: dict[str, str], source_etags: dict[str, str] | None = None):
         self.texts = texts
+        self.source_etags = source_etags or {}
+
+    def head(self, answer: answers.StoredAnswer) -> answers.StoredAnswer:
+        return answers.StoredAnswer(answer.key, answer.modified, answer.etag, self.source_etags.get(answer.key))
 
     def read(self, answer: answers.StoredAnswer) -> answers.AnswerBody:
         return answers.parse(answer, self.texts[answer.key])
@@ -135,6 +139,19 @@ def test_a_result_older_than_its_video_does_not_count():
     fresh = {"a.csv": {"Key": "a.csv", "LastModified": now + timedelta(seconds=1.5)}}
     row = evaluate(entry, inputs, fresh, reader)
     assert (row.status, row.latency_s) == ("ok", 1.5)
+
+
+def test_an_identical_reupload_keeps_its_earlier_answer():
+    """The same bytes uploaded again (CSE546's test_case_1 clips are in test_case_2 too): the
+    function answers from the stored result, whose metadata names the upload's ETag."""
+    now = datetime(2026, 1, 1, 12, tzinfo=UTC)
+    (entry,) = parse_mapping("a.mp4:lawyer,freshmen\n")
+    inputs = {"a.mp4": {"Key": "a.mp4", "LastModified": now, "ETag": '"e1"'}}
+    old = {"a.csv": {"Key": "a.csv", "LastModified": now - timedelta(seconds=3)}}
+    row = evaluate(entry, inputs, old, Reader({"a.csv": render_csv([BEAN])}, {"a.csv": "e1"}))
+    assert row.status == "ok"
+    row = evaluate(entry, inputs, old, Reader({"a.csv": render_csv([BEAN])}, {"a.csv": "e0"}))
+    assert (row.status, row.detail) == ("missing", "only a result older than the uploaded video")
 
 
 def test_the_newer_of_result_and_error_record_wins():
