@@ -500,6 +500,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.worker_metrics_base_port:
         first = args.worker_metrics_base_port
         faces = WorkerPorts(faces.ports, list(range(first, first + len(faces.ports))))
+    if args.port in faces.all + images.all:
+        log.error(
+            "ports overlap", port=args.port, face_worker_ports=faces.all, image_worker_ports=images.all,
+            hint="choose --worker-base-port outside the gateway's --port",
+        )  # fmt: skip
+        return 1
     functions = [
         Function(settings.function_name, _workers(faces, FUNCTION_DIR), settings.invoke_timeout_s, args.inflight)
     ]
@@ -528,7 +534,12 @@ def main(argv: list[str] | None = None) -> int:
         functions={function.name: len(function.workers) for function in functions},
     )  # fmt: skip
     workers = sum(len(function.workers) for function in functions)
-    serve(create_app(gateway), host=args.host, port=args.port, threads=max(8, 4 * workers), ident="gateway")
+    try:
+        serve(create_app(gateway), host=args.host, port=args.port, threads=max(8, 4 * workers), ident="gateway")
+    except OSError as error:
+        log.error("cannot listen", url=gateway_url, error=str(error))
+        gateway.stop()
+        return 1
     return 1 if gateway.failed else 0
 
 

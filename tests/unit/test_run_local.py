@@ -29,7 +29,7 @@ from facepipe_tools.function_runner import (
     worker_ports,
 )
 from facepipe_tools.polling import wait_for
-from facepipe_tools.stack import LocalStack, free_port
+from facepipe_tools.stack import LocalStack, free_port, free_port_range
 from facepipe_tools.stack.config import StackConfig, save_config
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -41,9 +41,10 @@ def test_runner_stops_when_workers_cannot_start(tmp_path: Path) -> None:
     env_file.write_text(f"KNOWN_FACES={tmp_path / 'missing.json'}\n")
     env = {**os.environ, "FACEPIPE_ENV_FILE": str(env_file), "SECRETS_DIR": str(tmp_path)}
     env.pop("KNOWN_FACES", None)
+    port = free_port_range(3)  # the gateway, the worker and its metrics port
     done = subprocess.run(
-        [sys.executable, "facepipe_tools/function_runner.py", "--port", str(free_port()), "--workers", "1",
-         "--image-workers", "0", "--worker-base-port", str(free_port())],
+        [sys.executable, "facepipe_tools/function_runner.py", "--port", str(port), "--workers", "1",
+         "--image-workers", "0", "--worker-base-port", str(port + 1)],
         cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert done.returncode == 1
@@ -51,6 +52,19 @@ def test_runner_stops_when_workers_cannot_start(tmp_path: Path) -> None:
     assert "cannot read known faces" in output
     assert "cannot start" in output
     assert "Traceback" not in output
+
+
+def test_runner_refuses_a_gateway_port_among_its_workers_ports(tmp_path: Path) -> None:
+    port = free_port_range(4)
+    env = {**os.environ, "FACEPIPE_ENV_FILE": str(tmp_path / "none.env"), "SECRETS_DIR": str(tmp_path)}
+    done = subprocess.run(
+        [sys.executable, "facepipe_tools/function_runner.py", "--port", str(port + 1), "--workers", "1",
+         "--image-workers", "0", "--worker-base-port", str(port)],
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert '"event": "ports overlap"' in done.stdout + done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
 
 
 def test_gateway_serves_the_openfaas_gateway_metrics() -> None:

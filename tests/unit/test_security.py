@@ -26,7 +26,7 @@ import requests
 from facepipe.answers import error_key, result_key
 from facepipe.media import sample_frames
 from facepipe_tools.polling import wait_for
-from facepipe_tools.stack import free_port
+from facepipe_tools.stack import free_port, free_port_range
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -110,7 +110,8 @@ def _get(url: str) -> tuple[int, str] | None:
 )  # fmt: skip
 def test_servers_listen_on_loopback_by_default(argv: list[str], what: str, tmp_path: Path) -> None:
     """Started without --host, each server listens on 127.0.0.1 and nowhere else."""
-    port, worker_port = free_port(), free_port()
+    port = free_port_range(6)  # the runner's gateway, then 1 face and 1 image worker with their metrics ports
+    worker_port = port + 1
     env = {
         **os.environ,
         "FACEPIPE_ENV_FILE": str(tmp_path / "none.env"),
