@@ -463,6 +463,17 @@ def _grid(
     return _Grid(step, count, offset, frame_s)
 
 
+@dataclass(frozen=True)
+class _Sampling:
+    """What `sample_frames` and `sample_video_frames` were asked for."""
+
+    interval_s: float
+    max_frames: int
+    timeout_s: float
+    keyframes_only: bool
+    max_side: int
+
+
 def sample_video_frames(
     path: Path,
     interval_s: float = 1.0,
@@ -490,24 +501,14 @@ def sample_video_frames(
     decodable, gives the frames found and says so in `Samples.damage`; without any frame it
     is an `unreadable` error.
     """
-    return Samples(
-        lambda samples: _video_frames(
-            samples, path, interval_s, max_frames, timeout_s, keyframes_only, demuxer, max_side
-        )
-    )
+    sampling = _Sampling(interval_s, max_frames, timeout_s, keyframes_only, max_side)
+    return Samples(lambda samples: _video_frames(samples, path, sampling, demuxer))
 
 
 def _video_frames(
-    samples: Samples,
-    path: Path,
-    interval_s: float,
-    max_frames: int,
-    timeout_s: float,
-    keyframes_only: bool,
-    demuxer: str | None,
-    max_side: int,
+    samples: Samples, path: Path, sampling: _Sampling, demuxer: str | None
 ) -> Generator[Frame, None, None]:
-    deadline = time.monotonic() + timeout_s
+    deadline = time.monotonic() + sampling.timeout_s
     if demuxer is None:
         kind, demuxer = _sniff(path)
         if kind != "video":
@@ -516,7 +517,7 @@ def _video_frames(
     container, declared = _open_video(path, demuxer, deadline)
     with container:
         if time.monotonic() > deadline:
-            raise MediaError("timeout", f"opening the video took longer than {timeout_s:g} s")
+            raise MediaError("timeout", f"opening the video took longer than {sampling.timeout_s:g} s")
         if not container.streams.video:
             raise MediaError("no_video_stream", "the file has no video stream")
         stream = container.streams.video[0]
@@ -534,14 +535,14 @@ def _video_frames(
         context.thread_count = 1  # one video per worker process; processes give parallelism
         guard.check()
         size = path.stat().st_size
-        decoder = _Decoder(container, stream, deadline, timeout_s, guard)
-        if keyframes_only:
-            frames = decoder.keyframes(interval_s, max_frames)
+        decoder = _Decoder(container, stream, deadline, sampling.timeout_s, guard)
+        if sampling.keyframes_only:
+            frames = decoder.keyframes(sampling.interval_s, sampling.max_frames)
         else:
-            frames = decoder.on_grid(_grid(container, stream, interval_s, max_frames))
+            frames = decoder.on_grid(_grid(container, stream, sampling.interval_s, sampling.max_frames))
         count = 0
         for frame in frames:
-            yield Frame(count, round(decoder.position(frame), 3), *_to_rgb(frame, max_side))
+            yield Frame(count, round(decoder.position(frame), 3), *_to_rgb(frame, sampling.max_side))
             count += 1
         notes = decoder.notes
         if declared is not None and declared > size:
@@ -785,24 +786,17 @@ def sample_frames(
     """Frames to look at: the picture itself (its first frame) for a still image, else
     sampled video frames (`sample_video_frames`), long side at most `max_side`. The format is
     the one the file's bytes say."""
-    return Samples(lambda samples: _frames(samples, path, interval_s, max_frames, timeout_s, keyframes_only, max_side))
+    sampling = _Sampling(interval_s, max_frames, timeout_s, keyframes_only, max_side)
+    return Samples(lambda samples: _frames(samples, path, sampling))
 
 
-def _frames(
-    samples: Samples,
-    path: Path,
-    interval_s: float,
-    max_frames: int,
-    timeout_s: float,
-    keyframes_only: bool,
-    max_side: int,
-) -> Generator[Frame, None, None]:
+def _frames(samples: Samples, path: Path, sampling: _Sampling) -> Generator[Frame, None, None]:
     kind, name = _sniff(path)
     try:
         if kind == "image":
-            yield Frame(0, 0.0, *_decode_still(path, name, max_side))
+            yield Frame(0, 0.0, *_decode_still(path, name, sampling.max_side))
             return
-        video = sample_video_frames(path, interval_s, max_frames, timeout_s, keyframes_only, name, max_side)
+        video = Samples(lambda inner: _video_frames(inner, path, sampling, name))
         try:
             yield from video
         finally:

@@ -42,7 +42,7 @@ class FaceRecognitionTask:
             tolerance=settings.match_tolerance,
             detect_width=settings.detect_width,
             encoder=settings.face_encoder,
-            min_face_px=getattr(settings, "min_face_px", 40),
+            min_face_px=settings.min_face_px,
         )
 
     def compute(self, path: Path, deadline: float | None = None) -> Recognition:
