@@ -283,8 +283,10 @@ def _to_rgb(frame: av.VideoFrame, max_side: int) -> tuple[np.ndarray, float]:
     return np.ascontiguousarray(np.rot90(image, turns)), scale
 
 
-def _open_error(path: Path, demuxer: str, exc: Exception) -> MediaError:
-    if isinstance(exc, av.error.ExitError):
+def _open_error(path: Path, demuxer: str, exc: Exception, timed_out: bool) -> MediaError:
+    # A read cut by the open timeout can look like the end of the file to the demuxer ("moov
+    # atom not found"): once that timeout has passed, it is the reason.
+    if isinstance(exc, av.error.ExitError) or timed_out:
         return MediaError("timeout", "opening the video took longer than its time limit")
     if isinstance(exc, MemoryError):
         return MediaError("too_large", "opening the video needs more memory than there is")
@@ -336,10 +338,11 @@ def _open_video(path: Path, demuxer: str, deadline: float) -> tuple[av.container
     options = dict(_OPEN_OPTIONS, format_whitelist=demuxer)
     if demuxer == MP4:
         options["enable_drefs"] = "0"  # never open the files an MP4 refers to
+    started = time.monotonic()
     try:
         container = av.open(str(path), mode="r", format=demuxer, options=options, timeout=(remaining / 2, remaining))
     except (av.FFmpegError, OSError, UnicodeDecodeError, MemoryError) as exc:
-        raise _open_error(path, demuxer, exc) from None
+        raise _open_error(path, demuxer, exc, time.monotonic() - started >= remaining / 2) from None
     return container, declared
 
 
