@@ -17,7 +17,6 @@ import struct
 import subprocess
 import sys
 import tempfile
-import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -645,30 +644,44 @@ CONVERT_EXTRA_MIB = 64
 CONVERT_TIMEOUT_S = 60.0
 
 
-def _convert(source: Path, output: Path) -> tuple[int, str, int]:
+#: Runs argv[1:] in a child forked from this small process, its stdout on /dev/null, and
+#: prints "<exit status> <peak RSS in KiB>". Started straight from a large process (pytest,
+#: `make chaos`), the CLI's ru_maxrss would be that process's: Linux keeps the high-water mark
+#: of the memory a process had before exec.
+_PEAK_LAUNCHER = """
+import os, sys
+pid = os.fork()
+if pid == 0:
+    os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
+    os.execv(sys.argv[1], sys.argv[1:])
+_, status, usage = os.wait4(pid, 0)
+print(os.waitstatus_to_exitcode(status), usage.ru_maxrss)
+"""
+
+
+def run_convert_cli(source: Path, output: Path) -> tuple[int, str, int]:
     """Run `python -m facepipe.faces.known_faces convert`: exit status (negative: a signal),
     stderr and peak resident memory in KiB."""
+    command = [sys.executable, "-m", "facepipe.faces.known_faces", "convert", str(source), "-o", str(output)]
     process = subprocess.Popen(
-        [sys.executable, "-m", "facepipe.faces.known_faces", "convert", str(source), "-o", str(output)],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=source.parent,
+        [sys.executable, "-c", _PEAK_LAUNCHER, *command], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, cwd=source.parent, start_new_session=True,
     )  # fmt: skip
-    timer = threading.Timer(CONVERT_TIMEOUT_S, process.kill)
-    timer.start()
     try:
-        assert process.stderr is not None
-        stderr = process.stderr.read().decode(errors="replace")
-        _, status, usage = os.wait4(process.pid, 0)
-    finally:
-        timer.cancel()
-    process.returncode = os.waitstatus_to_exitcode(status)
-    return process.returncode, stderr, usage.ru_maxrss
+        stdout, stderr = process.communicate(timeout=CONVERT_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)  # the launcher and the CLI: a session of their own
+        process.communicate()
+        return -signal.SIGKILL, f"no answer in {CONVERT_TIMEOUT_S:g} s", 0
+    code, peak = (int(word) for word in stdout.split())
+    return code, stderr.decode(errors="replace"), peak
 
 
 @functools.cache
 def _convert_baseline_kib() -> int:
     """The CLI's peak memory converting the committed sample known faces (JSON)."""
     with tempfile.TemporaryDirectory() as folder:
-        code, stderr, peak = _convert(DATA_DIR / "known_faces.json", Path(folder) / "out.json")
+        code, stderr, peak = run_convert_cli(DATA_DIR / "known_faces.json", Path(folder) / "out.json")
     if code != 0:
         raise ChaosError(f"the convert CLI fails on the sample's known faces: {stderr.strip()[-200:]}")
     return peak
@@ -709,7 +722,7 @@ def known_faces_case(name: str) -> Callable[[BadInputContext], str | None]:
         source, output = folder / f"{name}.pkl", folder / f"{name}.json"
         source.write_bytes(KNOWN_FACES_FILES[name](marker))
         baseline = _convert_baseline_kib()
-        code, stderr, peak = _convert(source, output)
+        code, stderr, peak = run_convert_cli(source, output)
         problems = []
         if code != 1:
             problems.append(f"exit status {code}" + (" (killed by a signal)" if code < 0 else ""))

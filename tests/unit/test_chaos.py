@@ -31,12 +31,13 @@ from facepipe_tools.chaos import (
     summary_json,
     vmhwm_mb,
 )
-from facepipe_tools.chaos.cases import known_faces_case
+from facepipe_tools.chaos.cases import known_faces_case, run_convert_cli
 from facepipe_tools.chaos.scenarios import judge_answer
 from facepipe_tools.chaos.stack import IMAGES, POISON_MARK
 from facepipe_tools.function_runner import POISON_KEYS_ENV, poisoned
 from facepipe_tools.mapping import ImageEntry
 from facepipe_tools.metrics_client import Samples, parse
+from facepipe_tools.paths import DATA_DIR
 
 
 def worker(started: float, ok: int, error: int = 0, skipped: int = 0) -> Samples:
@@ -158,6 +159,17 @@ def test_known_faces_files_are_refused_by_the_convert_cli(tmp_path: Path) -> Non
     for name in ("code-exec", "huge-bytes"):
         assert known_faces_case(name)(ctx) is None, name  # type: ignore[arg-type]
     assert not list((tmp_path / "known-faces").glob("*.ran"))
+
+
+def test_the_convert_cli_peak_memory_is_its_own_not_its_callers(tmp_path: Path) -> None:
+    """Linux keeps the caller's high-water mark across exec; the launcher's fork leaves it behind."""
+    import numpy as np
+
+    ballast = np.ones(64 << 20)  # 512 MiB, every page touched
+    code, stderr, peak_kib = run_convert_cli(DATA_DIR / "known_faces.json", tmp_path / "out.json")
+    assert code == 0, stderr
+    assert 0 < peak_kib < 256 * 1024 < ballast.nbytes >> 10
+    assert (tmp_path / "out.json").is_file()
 
 
 # ----------------------------------------------------------------------------- images and the poison object
