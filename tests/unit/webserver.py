@@ -37,7 +37,13 @@ def serving(s3, settings: Settings, spool_dir: Path, **web_fields) -> Iterator[S
         yield Served(f"http://127.0.0.1:{port}/", port, spool_dir)
     finally:
         server.task_dispatcher.shutdown()
-        for channel in list(server.active_channels.values()):
-            channel.close()
-        server.close()
+
+        def close() -> None:
+            for channel in list(server.active_channels.values()):
+                channel.close()
+            server.close()
+
+        # In the server's own loop thread: sockets closed from here race its select() (EBADF).
+        server.trigger.pull_trigger(close)
         thread.join(timeout=10)
+        assert not thread.is_alive(), "the web server's loop did not stop"
