@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+import av
 import pytest
 from PIL import Image
 
@@ -195,6 +196,25 @@ def test_the_deadline_covers_opening(sample_dir: Path) -> None:
     with pytest.raises(MediaError, match="opening the video") as info:
         list(sample_frames(sample_dir / "sample_hopper.mp4", timeout_s=0.0))
     assert info.value.kind == "timeout"
+
+
+@pytest.mark.parametrize(("slow", "kind"), [(True, "timeout"), (False, "unreadable")])
+def test_an_open_cut_by_its_time_limit_is_a_timeout(
+    slow: bool, kind: str, sample_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """FFmpeg's MP4 demuxer takes a read cut by the open timeout for the end of the file ("moov
+    atom not found"): past that timeout it is a timeout, before it a file without its index."""
+
+    def open_without_moov(*args, timeout: tuple[float, float], **kwargs):
+        if slow:
+            time.sleep(timeout[0])
+        raise av.error.InvalidDataError(-1094995529, "Invalid data found when processing input")
+
+    monkeypatch.setattr(media.av, "open", open_without_moov)
+    with pytest.raises(MediaError) as info:
+        list(sample_frames(sample_dir / "sample_hopper.mp4", timeout_s=0.2))
+    assert info.value.kind == kind
+    assert ("moov" in str(info.value)) is not slow
 
 
 # ----------------------------------------------------------------------------- frames and images
