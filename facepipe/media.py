@@ -799,11 +799,6 @@ def _frames(samples: Samples, path: Path, sampling: _Sampling) -> Generator[Fram
         if kind == "image":
             yield Frame(0, 0.0, *_decode_still(path, name, sampling.max_side))
             return
-        video = Samples(lambda inner: _video_frames(inner, path, sampling, name))
-        try:
-            yield from video
-        finally:
-            video.close()
-        samples.damage = video.damage
+        yield from _video_frames(samples, path, sampling, name)  # closed with this generator
     finally:
         release_memory()

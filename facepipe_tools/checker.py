@@ -93,6 +93,16 @@ class OutputReader:
         return self._cache[ident]
 
 
+def _current(found: Answers, version: Version, reader: OutputReader) -> StoredAnswer | None:
+    """The answer current for `version`: by the listing, else by the newest answer's metadata
+    (an identical re-upload, same ETag, keeps the answer made before it)."""
+    answer, newest = found.current(version), found.newest()
+    if answer is not None or newest is None:
+        return answer
+    stored = reader.head(newest)
+    return stored if stored is not None and answers.is_current(stored, version) else None
+
+
 def evaluate(
     entry: MappingEntry | ImageEntry, inputs: dict[str, dict], outputs: dict[str, Answers], reader: OutputReader
 ) -> Row:
@@ -103,12 +113,7 @@ def evaluate(
     row.uploaded_at = uploaded["LastModified"] if uploaded else None
     found = outputs.get(answers.stem(entry.key), Answers())
     newest = found.newest()
-    answer = newest if uploaded is None else found.current(Version.of(uploaded))
-    if answer is None and newest is not None and uploaded is not None:
-        # Older than the upload by the listing, but an identical re-upload (same ETag) keeps its
-        # answer: the answer's metadata names the version it answers.
-        stored = reader.head(newest)
-        answer = stored if stored is not None and answers.is_current(stored, Version.of(uploaded)) else None
+    answer = newest if uploaded is None else _current(found, Version.of(uploaded), reader)
     if answer is None:
         if newest is not None:
             row.detail = f"only a result older than the uploaded {noun}"
